@@ -1,0 +1,87 @@
+"""Fusing the SAM embedding into nnU-Net's U-Net decoder.
+
+nnU-Net's U-Nets (PlainConvUNet, ResidualEncoderUNet) run ``skips = encoder(x)`` and ``decoder(skips)``; decoder
+stage ``s`` upsamples what comes from below, concatenates ``skips[-(s + 2)]`` and convolves. nnSAM resizes the
+256-channel SAM embedding to one skip's resolution and concatenates it to that skip, so exactly one decoder stage
+sees ``2 * features + 256`` input channels; only that stage's first convolution is widened. Everything else is
+nnU-Net's network as planned, including deep supervision.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+from torch import nn
+
+from nnsam.networks.image_encoder import FrozenImageEncoder
+
+
+def skip_strides(unet: nn.Module) -> list[tuple[int, ...]]:
+    """Cumulative stride of every encoder output (the last one is the bottleneck)."""
+    per_stage = np.array(unet.encoder.strides, dtype=np.int64)
+    return [tuple(int(v) for v in s) for s in np.cumprod(per_stage, axis=0)]
+
+
+def find_fusion_skip(strides: list[tuple[int, ...]], fusion_stride: int) -> int:
+    """Index of the first skip (bottleneck excluded) whose largest stride equals ``fusion_stride``."""
+    skips = strides[:-1]  # the bottleneck is not concatenated anywhere
+    for i, s in enumerate(skips):
+        if max(s) == fusion_stride:
+            return i
+    available = sorted({max(s) for s in skips})
+    raise ValueError(
+        f"The planned U-Net has no skip connection at stride {fusion_stride} (its skips are at strides {available}; "
+        f"{len(strides)} stages). Fusing the SAM embedding at stride {fusion_stride} needs a deeper network: use a "
+        f"larger patch size in the plans, or a trainer whose fusion_stride is one of {available}."
+    )
+
+
+def _widen_first_conv(decoder_stage: nn.Module, extra_channels: int) -> None:
+    """Give the decoder stage's first convolution ``extra_channels`` more inputs (He-initialised like nnU-Net)."""
+    block = decoder_stage.convs[0]
+    old: nn.Conv2d = block.conv
+    new = type(old)(
+        old.in_channels + extra_channels,
+        old.out_channels,
+        old.kernel_size,
+        old.stride,
+        padding=old.padding,
+        dilation=old.dilation,
+        bias=old.bias is not None,
+    )
+    InitWeights_He(1e-2)(new)
+    block.conv = new
+    block.all_modules[0] = new  # the block runs all_modules; conv is the same object under a second name
+    block.input_channels = new.in_channels
+
+
+class SAMFusedUNet(nn.Module):
+    """nnU-Net's U-Net with a frozen SAM embedding concatenated at one skip connection."""
+
+    def __init__(self, unet: nn.Module, image_encoder: FrozenImageEncoder, fusion_stride: int = 8) -> None:
+        super().__init__()
+        self.unet = unet
+        self.image_encoder = image_encoder
+        self.fusion_stride = int(fusion_stride)
+        strides = skip_strides(unet)
+        self.fusion_skip = find_fusion_skip(strides, self.fusion_stride)
+        decoder_stage = len(strides) - 2 - self.fusion_skip  # decoder stage s consumes skips[-(s + 2)]
+        _widen_first_conv(unet.decoder.stages[decoder_stage], image_encoder.embed_dim)
+
+    # nnU-Net's trainer switches deep supervision through ``network.decoder`` and logs ``network.encoder``.
+    @property
+    def decoder(self) -> nn.Module:
+        return self.unet.decoder
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.unet.encoder
+
+    def forward(self, x: torch.Tensor):
+        skips = list(self.unet.encoder(x))
+        target = skips[self.fusion_skip]
+        embedding = self.image_encoder(x)
+        embedding = F.interpolate(embedding.to(target.dtype), size=target.shape[2:], mode="bilinear", align_corners=False)
+        skips[self.fusion_skip] = torch.cat((target, embedding), dim=1)
+        return self.unet.decoder(skips)

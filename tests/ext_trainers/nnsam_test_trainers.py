@@ -1,0 +1,37 @@
+# Tiny-schedule trainers for the end-to-end tests. nnU-Net imports this folder through nnUNet_extTrainer,
+# exactly as it would import a user's own trainer variants.
+import torch
+
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM
+
+
+class _TinySchedule:
+    """A few iterations on 2 CPU cores; no test-time mirroring, so validation stays cheap."""
+
+    tiny_epochs = 3
+    tiny_iterations = 8
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = self.tiny_epochs
+        self.num_iterations_per_epoch = self.tiny_iterations
+        self.num_val_iterations_per_epoch = 1
+        self.initial_lr = 1e-2
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return configured
+
+
+class nnSAMTrainer_Tiny(_TinySchedule, nnSAMTrainer):
+    pass
+
+
+class nnSAMTrainer_LiteMedSAM_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM):
+    pass
+
+
+class nnUNetTrainer_Tiny(_TinySchedule, nnUNetTrainer):
+    pass
