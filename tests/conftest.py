@@ -87,6 +87,7 @@ def nnunet_env(root: Path, mobilesam_checkpoint: Path | None = None) -> dict[str
         "nnUNet_preprocessed": str(root / "preprocessed"),
         "nnUNet_results": str(root / "results"),
         "nnUNet_n_proc_DA": "1",
+        "nnUNet_def_n_proc": "1",  # nnU-Net otherwise starts 8 export workers, costly on a 2-core machine
         "nnUNet_compile": "f",
         "HOME": str(root / "home"),
         "PYTHONWARNINGS": "ignore",

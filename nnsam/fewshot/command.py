@@ -1,0 +1,238 @@
+"""``nnsam fewshot``: nnU-Net vs nnSAM when only N labelled cases are available.
+
+Without DATASET_DIR it runs the demo on a generated SYNTHETIC dataset with a budget that finishes in about a
+quarter of an hour on a 2-core CPU. With DATASET_DIR (an nnU-Net raw dataset, may be read-only) the defaults are
+nnU-Net's own training schedule. Run ``python -m nnsam.fewshot.command --help`` for all options.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
+from nnsam.fewshot.report import plot_fewshot, write_overlay, write_results_csv, write_summary_md
+from nnsam.fewshot.runner import (
+    RunSpec,
+    TrainingBudget,
+    Workspace,
+    assign_folds,
+    ensure_preprocessed,
+    prepare_workspace,
+    run_all,
+)
+from nnsam.fewshot.splits import SplitError, make_fewshot_split
+
+DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
+DEFAULT_TEST_FRACTION = 0.2
+# Demo budget, sized for <15 min on 2 CPU cores: nnSAMTrainer_LiteMedSAM's encoder costs ~2.4 s per image, so one
+# of its iterations (batch 2) takes 6-9 s and a run of 2 x 12 iterations plus 4 test predictions ~3.5-4.5 min;
+# nnUNetTrainer runs take ~30 s. 3 N values x 2 trainers, test prediction without mirroring.
+DEMO_SUBJECTS = 10  # x 2 images each; 20% (2 subjects, 4 images) become the test set
+DEMO_N = [2, 4, 8]
+DEMO_BUDGET = {"epochs": 2, "iters_per_epoch": 12, "val_iters": 1, "batch_size": 2}
+REAL_N = [4, 8, 12, 16, 20]
+NUM_OVERLAY_CASES = 3
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``fewshot`` options on ``parser`` (used by ``nnsam fewshot`` and the standalone entry)."""
+    parser.add_argument(
+        "dataset_dir", nargs="?", type=Path, default=None, metavar="DATASET_DIR",
+        help="nnU-Net raw dataset folder (imagesTr, labelsTr, dataset.json); it is only read. Omit it to run the "
+             "demo on a generated SYNTHETIC dataset.",
+    )
+    parser.add_argument("--out", type=Path, default=Path("nnsam_fewshot"),
+                        help="Output folder; rerunning with the same folder resumes (default: ./nnsam_fewshot).")
+    parser.add_argument("--n", type=int, nargs="+", default=None, metavar="N",
+                        help=f"Training set sizes (default: {' '.join(map(str, DEMO_N))} for the demo, "
+                             f"{' '.join(map(str, REAL_N))} for a dataset).")
+    parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS, metavar="TRAINER",
+                        help=f"nnU-Net trainer class names (default: {' '.join(DEFAULT_TRAINERS)}). nnSAMTrainer "
+                             "(MobileSAM) needs its weight file.")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
+                        help="Seeds of the training-subset draw (and of weight init); default: 0.")
+    test = parser.add_mutually_exclusive_group()
+    test.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION,
+                      help=f"Share of cases held out as test set, whole subjects only (default: {DEFAULT_TEST_FRACTION}).")
+    test.add_argument("--test-cases", nargs="+", default=None, metavar="CASE_ID",
+                      help="Explicit test case ids; other cases of their subjects are left out of training.")
+    parser.add_argument("--group-regex", default=None,
+                        help="Regex on case ids whose first group is the subject (default: built-in rules for ACDC "
+                             "patientNNN_*, HC18 NNN_HC/NNN_2HC, synthetic subjNNN_*, else the id minus its last "
+                             "'_' part when that still contains a digit).")
+    budget = parser.add_argument_group("training budget (defaults: demo value / nnU-Net's value for a dataset)")
+    budget.add_argument("--epochs", type=int, default=None,
+                        help=f"Epochs per run (default: {DEMO_BUDGET['epochs']} / 1000).")
+    budget.add_argument("--iters-per-epoch", type=int, default=None,
+                        help=f"Training iterations per epoch (default: {DEMO_BUDGET['iters_per_epoch']} / 250).")
+    budget.add_argument("--val-iters", type=int, default=None,
+                        help="nnU-Net's num_val_iterations_per_epoch, batches for the pseudo-Dice log "
+                             f"(default: {DEMO_BUDGET['val_iters']} / 50).")
+    budget.add_argument("--batch-size", type=int, default=None,
+                        help=f"Override the planned batch size, e.g. for CPU (default: {DEMO_BUDGET['batch_size']} / planned).")
+    budget.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="Training device (default: cuda if available, else cpu).")
+    tta = budget.add_mutually_exclusive_group()
+    tta.add_argument("--disable-tta", dest="tta", action="store_false", default=None,
+                     help="Predict the test set without mirroring (default: off for the demo on CPU, on otherwise).")
+    tta.add_argument("--enable-tta", dest="tta", action="store_true", help="Force mirroring at test prediction.")
+    parser.add_argument("--num-processes", type=int, default=2,
+                        help="Worker processes for nnU-Net preprocessing (default: 2).")
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The resolved experiment: what to train, on which cases, and how long."""
+
+    workspace: Workspace
+    trainers: list[str]
+    ns: list[int]
+    specs: list[RunSpec]
+    synthetic: bool
+
+
+def _resolve_budget(args: argparse.Namespace, demo: bool) -> TrainingBudget:
+    device = args.device or _default_device()
+    defaults = DEMO_BUDGET if demo else {}
+    tta = args.tta if args.tta is not None else not (demo and device == "cpu")
+    return TrainingBudget(
+        device=device,
+        epochs=args.epochs if args.epochs is not None else defaults.get("epochs"),
+        iters_per_epoch=args.iters_per_epoch if args.iters_per_epoch is not None else defaults.get("iters_per_epoch"),
+        val_iters=args.val_iters if args.val_iters is not None else defaults.get("val_iters"),
+        batch_size=args.batch_size if args.batch_size is not None else defaults.get("batch_size"),
+        disable_tta=not tta,
+    )
+
+
+def plan_experiment(args: argparse.Namespace) -> Plan:
+    """Set up OUT_DIR (and the synthetic data if no dataset is given), split the cases and list the runs.
+
+    Raises ``SplitError`` for impossible splits before anything is trained.
+    """
+    out_dir: Path = args.out
+    demo = args.dataset_dir is None
+    if demo:
+        dataset_dir = out_dir / "nnUNet_raw" / SYNTHETIC_DATASET_NAME
+        if not dataset_dir.is_dir():
+            make_synthetic_dataset(out_dir / "nnUNet_raw", num_subjects=DEMO_SUBJECTS)
+        print(f"No DATASET_DIR given: using a generated SYNTHETIC dataset ({dataset_dir}). "
+              "Its numbers say nothing about real images.")
+    else:
+        dataset_dir = args.dataset_dir
+    workspace = prepare_workspace(dataset_dir, out_dir)
+    ns = sorted(set(args.n if args.n is not None else (DEMO_N if demo else REAL_N)))
+    seeds = list(dict.fromkeys(args.seeds))
+    split = make_fewshot_split(workspace.case_ids(), seeds, args.test_fraction, args.test_cases, args.group_regex)
+    if ns[-1] > split.max_n:
+        raise SplitError(f"N={ns[-1]} is more than the {split.max_n} training cases left after holding out "
+                         f"{len(split.test_cases)} test cases; the maximum N is {split.max_n}.")
+    if split.excluded_cases:
+        print(f"Left out of training (same subject as a test case): {', '.join(split.excluded_cases)}")
+    folds = assign_folds(workspace, {(n, s): split.train_cases(n, s) for n in ns for s in seeds}, list(split.test_cases))
+    budget = _resolve_budget(args, demo)
+    trainers = list(dict.fromkeys(args.trainers))
+    # Seed outermost, then N, then trainer: every completed block gives a comparable point for all trainers.
+    specs = [
+        RunSpec(trainer=t, n=n, seed=s, fold=folds[(n, s)], train_cases=tuple(split.train_cases(n, s)),
+                test_cases=split.test_cases, budget=budget)
+        for s in seeds for n in ns for t in trainers
+    ]
+    return Plan(workspace=workspace, trainers=trainers, ns=ns, specs=specs, synthetic=demo)
+
+
+def _write_overlays(plan: Plan, test_cases: tuple[str, ...], finished: set[tuple[str, int, int]]) -> list[Path]:
+    """One PNG per shown test case: rows N (first seed), columns image, ground truth, trainers."""
+    workspace = plan.workspace
+    seed = plan.specs[0].seed
+    folder = workspace.out_dir / "overlays"
+    folder.mkdir(exist_ok=True)
+    written = []
+    shown = [spec for spec in plan.specs if spec.seed == seed and (spec.trainer, spec.n, spec.seed) in finished]
+    for case in test_cases[:NUM_OVERLAY_CASES]:
+        rows: dict[str, dict[str, Path]] = {}
+        for spec in shown:
+            prediction = workspace.fold_dir(spec.trainer, spec.fold) / "validation" / f"{case}{workspace.file_ending}"
+            rows.setdefault(f"N={spec.n}", {})[spec.trainer] = prediction
+        if not rows:
+            continue
+        written.append(write_overlay(
+            workspace.source_dir / "imagesTr" / f"{case}_0000{workspace.file_ending}",
+            workspace.source_dir / "labelsTr" / f"{case}{workspace.file_ending}",
+            rows, folder / f"{case}.png", f"{workspace.dataset_name}: {case} (seed {seed})",
+        ))
+    return written
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the experiment described by ``args``; returns 0 if every run succeeded, 1 otherwise."""
+    try:
+        plan = plan_experiment(args)
+    except (SplitError, FileNotFoundError, RuntimeError, NotImplementedError) as error:
+        print(f"nnsam fewshot: error: {error}", file=sys.stderr)
+        return 2
+    workspace, budget = plan.workspace, plan.specs[0].budget
+    test_cases = plan.specs[0].test_cases
+    print(f"Dataset {workspace.dataset_name}: {len(workspace.case_ids())} cases, {len(test_cases)} held out for "
+          f"testing; N = {' '.join(map(str, plan.ns))}; trainers = {' '.join(plan.trainers)}; "
+          f"{len(plan.specs)} runs on {budget.device}.")
+    print("Planning and preprocessing (2d) ...")
+    try:
+        ensure_preprocessed(workspace, args.num_processes)
+    except RuntimeError as error:
+        print(f"nnsam fewshot: error: {error}", file=sys.stderr)
+        return 2
+
+    outcomes = run_all(plan.specs, workspace)
+    rows = [row for outcome in outcomes for row in outcome.rows]
+    failed = [f"{o.spec.name} (log: {o.log_path})" for o in outcomes if o.status == "failed"]
+    finished = {(o.spec.trainer, o.spec.n, o.spec.seed) for o in outcomes if o.status != "failed"}
+
+    def describe(value: int | None) -> str:
+        return "trainer default" if value is None else str(value)
+
+    header = [
+        f"- Dataset: {workspace.dataset_name} ({workspace.source_dir})"
+        + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""),
+        f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
+        f"- Seeds: {' '.join(str(s) for s in dict.fromkeys(s.seed for s in plan.specs))}",
+        f"- Budget: epochs {describe(budget.epochs)}, iterations/epoch {describe(budget.iters_per_epoch)}, "
+        f"val iterations {describe(budget.val_iters)}, batch size {describe(budget.batch_size)}, "
+        f"test-time mirroring {'off' if budget.disable_tta else 'on'}, device {budget.device}",
+    ]
+    out = workspace.out_dir
+    results_csv = write_results_csv(rows, out / "results.csv")
+    summary = write_summary_md(rows, out / "summary.md", plan.trainers, plan.ns, header, failed)
+    if rows:
+        plot = plot_fewshot(rows, out / "fewshot.png", plan.trainers)
+        overlays = _write_overlays(plan, test_cases, finished)
+        print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
+              f"({len(overlays)} images)")
+    else:
+        print(f"\nNo run finished; nothing to plot. Summary: {summary}")
+    if plan.synthetic:
+        print("Reminder: these results are on SYNTHETIC data.")
+    if failed:
+        print(f"\n{len(failed)} run(s) FAILED:\n  " + "\n  ".join(failed), file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry: ``python -m nnsam.fewshot.command [DATASET_DIR] [options]``."""
+    parser = argparse.ArgumentParser(prog="nnsam fewshot", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,193 @@
+"""Turn per-case metric rows into results.csv, summary.md, fewshot.png and overlay images.
+
+Aggregation: for each (trainer, N, seed, case) the classes are averaged first (ignoring undefined distances), then
+mean ± sd is taken over all test cases of all seeds. So the spread shows case-to-case and seed-to-seed variation
+together, as in the error bars of a few-shot curve. Undefined distances (NaN, one mask empty, see
+``nnsam.fewshot.metrics``) are left out of the means and counted in the table instead.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import SimpleITK as sitk  # noqa: E402
+
+RESULT_COLUMNS = ["trainer", "n", "seed", "case", "class", "class_name", "dice", "iou", "hd95_mm", "asd_mm"]
+TABLE_METRICS = (("dice", "Dice", True), ("asd_mm", "ASD (mm)", False), ("hd95_mm", "HD95 (mm)", False))
+
+
+def results_frame(rows: list[dict]) -> pd.DataFrame:
+    """The rows as a DataFrame with the results.csv columns, sorted for stable output."""
+    frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    return frame.sort_values(["trainer", "n", "seed", "case", "class"], kind="stable").reset_index(drop=True)
+
+
+def write_results_csv(rows: list[dict], path: Path) -> Path:
+    """One row per (trainer, n, seed, case, class); NaN distances are written as empty cells."""
+    results_frame(rows).to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def case_level(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (trainer, n, seed, case): metrics averaged over the foreground classes, NaN-skipping."""
+    metrics = [m for m, _, _ in TABLE_METRICS]
+    return frame.groupby(["trainer", "n", "seed", "case"], as_index=False)[metrics].mean()
+
+
+def _cell(values: pd.Series, digits: int) -> tuple[str, float]:
+    defined = values.dropna()
+    if defined.empty:
+        return "n/a", math.nan
+    sd = defined.std(ddof=1) if len(defined) > 1 else 0.0
+    text = f"{defined.mean():.{digits}f} ± {sd:.{digits}f}"
+    if len(defined) < len(values):
+        text += f" ({len(values) - len(defined)}/{len(values)} undefined)"
+    return text, float(defined.mean())
+
+
+def _table(
+    frame: pd.DataFrame,
+    metric: str,
+    higher_is_better: bool,
+    trainers: list[str],
+    ns: list[int],
+    digits: int,
+    per_class: pd.DataFrame | None = None,
+) -> list[str]:
+    """Markdown rows N x columns trainers; the best mean (at the shown precision) of each row is bold.
+
+    ``per_class``, given for class-averaged tables, is used to count the class values that were undefined and so
+    left out of the per-case averages.
+    """
+    lines = ["| N | " + " | ".join(trainers) + " |", "|---|" + "---|" * len(trainers)]
+    for n in ns:
+        cells = []
+        for trainer in trainers:
+            selected = (frame["trainer"] == trainer) & (frame["n"] == n)
+            text, mean = _cell(frame.loc[selected, metric], digits) if selected.any() else ("—", math.nan)
+            if per_class is not None and selected.any():
+                values = per_class.loc[(per_class["trainer"] == trainer) & (per_class["n"] == n), metric]
+                if values.isna().any():
+                    text += f" ({int(values.isna().sum())}/{len(values)} class values undefined)"
+            cells.append((text, round(mean, digits)))
+        means = [m for _, m in cells if not math.isnan(m)]
+        best = (max(means) if higher_is_better else min(means)) if len(set(means)) > 1 else None
+        texts = [f"**{t}**" if best is not None and m == best else t for t, m in cells]
+        lines.append(f"| {n} | " + " | ".join(texts) + " |")
+    return lines
+
+
+def write_summary_md(
+    rows: list[dict],
+    path: Path,
+    trainers: list[str],
+    ns: list[int],
+    header_lines: list[str],
+    failed_runs: list[str],
+) -> Path:
+    """Paper-style tables (rows N, columns trainers) for Dice, ASD and HD95, overall and per class.
+
+    The best mean of each row is bold. ``header_lines`` describe the experiment (dataset, budget, test set).
+    """
+    frame = results_frame(rows)
+    lines = ["# nnsam few-shot results", "", *header_lines, ""]
+    if failed_runs:
+        lines += ["**Failed runs (missing from the tables):** " + "; ".join(failed_runs), ""]
+    per_case = case_level(frame)
+    for metric, title, higher in TABLE_METRICS:
+        digits = 3 if metric == "dice" else 2
+        lines += [f"## {title}, mean ± sd over test cases × seeds (classes averaged per case)", ""]
+        lines += _table(per_case, metric, higher, trainers, ns, digits, per_class=frame) + [""]
+    if frame["class"].nunique() > 1:
+        for (value, name), class_frame in frame.groupby(["class", "class_name"]):
+            for metric, title, higher in TABLE_METRICS:
+                digits = 3 if metric == "dice" else 2
+                lines += [f"### Class {value} ({name}): {title}", ""]
+                lines += _table(class_frame, metric, higher, trainers, ns, digits) + [""]
+    lines += [
+        "Conventions: Dice/IoU on each foreground class; HD95 and ASD (average symmetric surface distance) in mm "
+        "from the image spacing. Both masks empty: Dice 1, distances 0. One mask empty: Dice 0, distances "
+        "undefined, which are left out of the means and counted as 'undefined'.",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+def plot_fewshot(rows: list[dict], path: Path, trainers: list[str]) -> Path:
+    """Dice and ASD against N, one line per trainer, error bars = sd over test cases × seeds."""
+    per_case = case_level(results_frame(rows))
+    ns = sorted(per_case["n"].unique())
+    figure, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for axis, (metric, title) in zip(axes, (("dice", "Dice"), ("asd_mm", "ASD (mm)"))):
+        for trainer in trainers:
+            stats = per_case[per_case["trainer"] == trainer].groupby("n")[metric].agg(["mean", "std"]).reset_index()
+            if stats.empty:
+                continue
+            axis.errorbar(stats["n"], stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3, label=trainer)
+        axis.set_xticks(ns)
+        axis.set_xlabel("N training cases")
+        axis.set_ylabel(title)
+        axis.set_title(f"{title} vs N")
+        axis.grid(alpha=0.3)
+    axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def _read_array(path: Path) -> np.ndarray:
+    return np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
+
+
+def _display_slice(reference: np.ndarray) -> int | None:
+    """For a 3D volume, the slice (first numpy axis) with the most foreground; None for 2D images."""
+    if reference.ndim == 2:
+        return None
+    return int(np.argmax((reference > 0).reshape(reference.shape[0], -1).sum(axis=1)))
+
+
+def write_overlay(
+    image_path: Path,
+    reference_path: Path,
+    predictions: dict[str, dict[str, Path]],
+    path: Path,
+    title: str,
+) -> Path:
+    """Image, ground truth and every trainer's prediction side by side; one row per key of ``predictions``.
+
+    ``predictions`` maps a row label (e.g. "N=8") to {trainer: prediction file}. 3D volumes show the slice with the
+    most ground-truth foreground.
+    """
+    image, reference = _read_array(image_path), _read_array(reference_path)
+    index = _display_slice(reference)
+
+    def view(array: np.ndarray) -> np.ndarray:
+        return array if index is None else array[index]
+
+    low, high = np.percentile(view(image), (1, 99))
+    trainers = list(dict.fromkeys(t for row in predictions.values() for t in row))  # keep the caller's order
+    columns = ["image", "ground truth", *trainers]
+    num_labels = int(max(reference.max(), 1))
+    figure, axes = plt.subplots(len(predictions), len(columns), figsize=(2.6 * len(columns), 2.9 * len(predictions)), squeeze=False)
+    for row_axes, (row_label, row) in zip(axes, predictions.items()):
+        for axis, column in zip(row_axes, columns):
+            axis.imshow(view(image), cmap="gray", vmin=low, vmax=high)
+            mask = view(reference) if column == "ground truth" else (view(_read_array(row[column])) if column in row else None)
+            if mask is not None and column != "image":
+                axis.imshow(np.ma.masked_equal(mask, 0), cmap="tab10", vmin=1, vmax=max(num_labels, 10), alpha=0.5, interpolation="nearest")
+            axis.set_title(column if column in ("image", "ground truth") else f"{column}\n{row_label}", fontsize=8)
+            axis.axis("off")
+    suffix = "" if index is None else f" (slice {index})"
+    figure.suptitle(title + suffix, fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,113 @@
+"""End to end with the stock nnU-Net commands in subprocesses: plan/preprocess -> train (tiny schedule) -> predict
+on a new folder, with real encoder architectures."""
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from conftest import SHARED_DATA, nnunet_bin, nnunet_env, run_command
+
+pytestmark = pytest.mark.e2e
+
+
+def dice_per_class(pred_dir: Path, label_dir: Path, labels: list[int]) -> dict[int, tuple[float, float]]:
+    """Mean Dice per class, and the Dice of a 'chance' prediction that marks every pixel as that class."""
+    scores = {c: ([], []) for c in labels}
+    for gt_file in sorted(label_dir.glob("*.nii.gz")):
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / gt_file.name)))
+        for c in labels:
+            g, p = gt == c, pred == c
+            scores[c][0].append(2 * (g & p).sum() / max(g.sum() + p.sum(), 1))
+            scores[c][1].append(2 * g.sum() / (g.size + g.sum()))
+    return {c: (float(np.mean(s)), float(np.mean(ch))) for c, (s, ch) in scores.items()}
+
+
+def test_mobilesam_trainer_plan_train_resume_predict(synthetic_nnunet, mobilesam_checkpoint, tmp_path):
+    root, raw = synthetic_nnunet["root"], synthetic_nnunet["raw"]
+    env = nnunet_env(root, mobilesam_checkpoint)
+    train = [nnunet_bin("nnUNetv2_train"), "990", "2d", "0", "-tr", "nnSAMTrainer_Tiny", "-device", "cpu"]
+    run_command(train, env)
+    fold = root / "results" / raw.name / "nnSAMTrainer_Tiny__nnUNetPlans__2d" / "fold_0"
+    checkpoint = fold / "checkpoint_final.pth"
+    assert checkpoint.is_file()
+    print(f"trained nnSAM (MobileSAM) checkpoint: {checkpoint.stat().st_size / 2**20:.1f} MiB")
+
+    # --c on a finished run resumes from checkpoint_final (and redoes the validation) without failing
+    log = run_command(train + ["--c"], env)
+    assert "Mean Validation Dice" in log
+
+    # Prediction on a new folder: no weight file, no nnSAM variable, an empty HOME.
+    predict_env = nnunet_env(root)
+    assert "NNSAM_MOBILESAM_CHECKPOINT" not in predict_env
+    predictions = tmp_path / "pred"
+    predict = [nnunet_bin("nnUNetv2_predict"), "-i", str(raw / "imagesTs"), "-d", "990", "-c", "2d",
+               "-tr", "nnSAMTrainer_Tiny", "-f", "0", "-device", "cpu", "--disable_tta", "--save_probabilities"]
+    run_command(predict + ["-o", str(predictions)], predict_env)
+    scores = dice_per_class(predictions, raw / "labelsTs", [1, 2])
+    print("Dice (model, chance) per class:", scores)
+    organ_dice, organ_chance = scores[1]
+    assert organ_dice > organ_chance + 0.2
+
+    # nnU-Net's ensembling and configuration search still work on nnSAM outputs (an ensemble of a prediction with
+    # itself must reproduce it).
+    ensembled = tmp_path / "ensemble"
+    run_command([nnunet_bin("nnUNetv2_ensemble"), "-i", str(predictions), str(predictions), "-o", str(ensembled),
+                 "-np", "1"], predict_env)
+    for predicted in sorted(predictions.glob("*.nii.gz")):
+        assert np.array_equal(sitk.GetArrayFromImage(sitk.ReadImage(str(predicted))),
+                              sitk.GetArrayFromImage(sitk.ReadImage(str(ensembled / predicted.name))))
+    log = run_command([nnunet_bin("nnUNetv2_find_best_configuration"), "990", "-c", "2d", "-tr", "nnSAMTrainer_Tiny",
+                       "-f", "0", "-np", "1", "--disable_ensembling"], predict_env)
+    assert "nnSAMTrainer_Tiny" in log
+
+
+def _small_hc18(raw_root: Path, subjects: list[str]) -> Path:
+    """A few HC18 cases downsampled 4x (spacing scaled accordingly) so that training fits a CPU test."""
+    source = SHARED_DATA / "Dataset102_HC18"
+    target = raw_root / "Dataset992_HC18small"
+    for sub in ("imagesTr", "labelsTr"):
+        (target / sub).mkdir(parents=True)
+    for label_file in sorted((source / "labelsTr").glob("*.nii.gz")):
+        if not any(label_file.name.startswith(s + "_") for s in subjects):
+            continue
+        case = label_file.name[: -len(".nii.gz")]
+        for src, dst, interpolator in ((source / "imagesTr" / f"{case}_0000.nii.gz", target / "imagesTr" / f"{case}_0000.nii.gz", sitk.sitkLinear),
+                                       (label_file, target / "labelsTr" / label_file.name, sitk.sitkNearestNeighbor)):
+            image = sitk.ReadImage(str(src))
+            size = [s // 4 for s in image.GetSize()]
+            spacing = [sp * 4 for sp in image.GetSpacing()]
+            small = sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
+                                  image.GetDirection(), 0, image.GetPixelID())
+            sitk.WriteImage(small, str(dst))
+    (target / "dataset.json").write_text((source / "dataset.json").read_text().replace('"numTraining": 149',
+                                                                                       f'"numTraining": {len(list((target / "labelsTr").iterdir()))}'))
+    return target
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "Dataset102_HC18").is_dir(),
+                    reason=f"real HC18 data not found at {SHARED_DATA / 'Dataset102_HC18'} (../shared/data beside the repo)")
+def test_litemedsam_trainer_on_real_hc18_cases(tmp_path):
+    subjects = sorted({p.name.rsplit("_", 2)[0] for p in (SHARED_DATA / "Dataset102_HC18" / "labelsTr").glob("*.nii.gz")})
+    raw = _small_hc18(tmp_path / "raw", subjects[:10])
+    env = nnunet_env(tmp_path)
+    run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "992", "-c", "2d", "-np", "2"], env)
+    run_command([nnunet_bin("nnUNetv2_train"), "992", "2d", "0", "-tr", "nnSAMTrainer_LiteMedSAM_Tiny",
+                 "-device", "cpu"], env)
+    fold = tmp_path / "results" / raw.name / "nnSAMTrainer_LiteMedSAM_Tiny__nnUNetPlans__2d" / "fold_0"
+    print(f"trained nnSAM (LiteMedSAM) checkpoint: {(fold / 'checkpoint_final.pth').stat().st_size / 2**20:.1f} MiB")
+
+    # Predict the validation fold's images as a new folder and score them against their labels.
+    validation_cases = sorted(p.name for p in (fold / "validation").glob("*.nii.gz"))
+    new_images, new_labels = tmp_path / "new_images", tmp_path / "new_labels"
+    new_images.mkdir(), new_labels.mkdir()
+    for name in validation_cases:
+        (new_images / name.replace(".nii.gz", "_0000.nii.gz")).symlink_to(raw / "imagesTr" / name.replace(".nii.gz", "_0000.nii.gz"))
+        (new_labels / name).symlink_to(raw / "labelsTr" / name)
+    predictions = tmp_path / "pred"
+    run_command([nnunet_bin("nnUNetv2_predict"), "-i", str(new_images), "-o", str(predictions), "-d", "992", "-c", "2d",
+                 "-tr", "nnSAMTrainer_LiteMedSAM_Tiny", "-f", "0", "-device", "cpu", "--disable_tta"], env)
+    head_dice, chance = dice_per_class(predictions, new_labels, [1])[1]
+    print(f"HC18 fetal head Dice {head_dice:.3f} (chance {chance:.3f}) on {len(validation_cases)} cases")
+    assert head_dice > chance + 0.1
