@@ -7,6 +7,7 @@ import pytest
 import SimpleITK as sitk
 
 from conftest import SHARED_DATA, nnunet_bin, nnunet_env, run_command
+from nnsam.data.downsample import downsample_raw_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -63,34 +64,12 @@ def test_mobilesam_trainer_plan_train_resume_predict(synthetic_nnunet, mobilesam
     assert "nnSAMTrainer_Tiny" in log
 
 
-def _small_hc18(raw_root: Path, subjects: list[str]) -> Path:
-    """A few HC18 cases downsampled 4x (spacing scaled accordingly) so that training fits a CPU test."""
-    source = SHARED_DATA / "Dataset102_HC18"
-    target = raw_root / "Dataset992_HC18small"
-    for sub in ("imagesTr", "labelsTr"):
-        (target / sub).mkdir(parents=True)
-    for label_file in sorted((source / "labelsTr").glob("*.nii.gz")):
-        if not any(label_file.name.startswith(s + "_") for s in subjects):
-            continue
-        case = label_file.name[: -len(".nii.gz")]
-        for src, dst, interpolator in ((source / "imagesTr" / f"{case}_0000.nii.gz", target / "imagesTr" / f"{case}_0000.nii.gz", sitk.sitkLinear),
-                                       (label_file, target / "labelsTr" / label_file.name, sitk.sitkNearestNeighbor)):
-            image = sitk.ReadImage(str(src))
-            size = [s // 4 for s in image.GetSize()]
-            spacing = [sp * 4 for sp in image.GetSpacing()]
-            small = sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
-                                  image.GetDirection(), 0, image.GetPixelID())
-            sitk.WriteImage(small, str(dst))
-    (target / "dataset.json").write_text((source / "dataset.json").read_text().replace('"numTraining": 149',
-                                                                                       f'"numTraining": {len(list((target / "labelsTr").iterdir()))}'))
-    return target
-
-
 @pytest.mark.skipif(not (SHARED_DATA / "Dataset102_HC18").is_dir(),
                     reason=f"real HC18 data not found at {SHARED_DATA / 'Dataset102_HC18'} (../shared/data beside the repo)")
 def test_litemedsam_trainer_on_real_hc18_cases(tmp_path):
-    subjects = sorted({p.name.rsplit("_", 2)[0] for p in (SHARED_DATA / "Dataset102_HC18" / "labelsTr").glob("*.nii.gz")})
-    raw = _small_hc18(tmp_path / "raw", subjects[:10])
+    # The first cases of HC18, 4x coarser (0.4 mm pixels) so that training fits a CPU test.
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (SHARED_DATA / "Dataset102_HC18" / "labelsTr").glob("*.nii.gz"))[:14]
+    raw = downsample_raw_dataset(SHARED_DATA / "Dataset102_HC18", tmp_path / "raw" / "Dataset992_HC18small", 4, cases)
     env = nnunet_env(tmp_path)
     run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "992", "-c", "2d", "-np", "2"], env)
     run_command([nnunet_bin("nnUNetv2_train"), "992", "2d", "0", "-tr", "nnSAMTrainer_LiteMedSAM_Tiny",

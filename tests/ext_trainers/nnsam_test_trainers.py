@@ -7,17 +7,18 @@ from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM
 
 
 class _TinySchedule:
-    """A few iterations on 2 CPU cores; no test-time mirroring, so validation stays cheap."""
+    """A few iterations of batch 2 on 2 CPU cores; no test-time mirroring, so validation stays cheap."""
 
     tiny_epochs = 3
     tiny_iterations = 8
+    tiny_batch_size = 2  # each sample costs a ~2.4 s encoder pass on a CPU; the planned batch can be 10+
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = self.tiny_epochs
         self.num_iterations_per_epoch = self.tiny_iterations
         self.num_val_iterations_per_epoch = 1
-        self.initial_lr = 1e-2
+        self.configuration_manager.configuration["batch_size"] = self.tiny_batch_size  # read by initialize()
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
