@@ -27,9 +27,11 @@ def prepare_dataset(root: Path, image_size: tuple[int, int]) -> Path:
 
     dataset = make_synthetic_dataset(root / "raw", num_subjects=6, image_size=image_size)
     os.environ.update({"nnUNet_raw": str(root / "raw"), "nnUNet_preprocessed": str(root / "preprocessed"),
-                       "nnUNet_results": str(root / "results"), "nnUNet_n_proc_DA": "0"})
+                       "nnUNet_results": str(root / "results")})
     subprocess.run([str(Path(sys.executable).parent / "nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "2d",
                     "-np", "2"], check=True, stdout=subprocess.DEVNULL)
+    # One in-process data loader for the batch (set only now: the planner uses this variable as a thread count).
+    os.environ["nnUNet_n_proc_DA"] = "0"
     return root / "preprocessed" / dataset.name
 
 

@@ -69,7 +69,7 @@ def mobilesam_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
-def run_command(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 900) -> str:
+def run_command(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 1800) -> str:
     """Run a real command line; on failure show its output in the test report."""
     proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
