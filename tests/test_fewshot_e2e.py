@@ -14,7 +14,7 @@ TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
 
 @pytest.mark.e2e
 def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
-    dataset = make_synthetic_dataset(tmp_path / "data", num_subjects=6, image_size=(48, 56), dataset_name="Dataset990_Tiny")
+    dataset = make_synthetic_dataset(tmp_path / "data", num_subjects=6, image_size=(64, 80), dataset_name="Dataset990_Tiny")
     os.chmod(dataset, 0o555)  # the command must only read the dataset
     out = tmp_path / "out"
     command = [
@@ -47,6 +47,6 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         # A rerun finds everything done and trains nothing.
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
         assert second.returncode == 0, second.stderr[-3000:]
-        assert second.stdout.count("finished earlier, skipped") + second.stderr.count("finished earlier, skipped") == 2
+        assert second.stdout.count("finished earlier, skipped") + second.stderr.count("finished earlier, skipped") == len(TRAINERS) * 2
     finally:
         os.chmod(dataset, 0o755)

@@ -31,7 +31,9 @@ class nnSAMTrainer_Tiny(_TinySchedule, nnSAMTrainer):
 
 
 class nnSAMTrainer_LiteMedSAM_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM):
-    pass
+    # Real ultrasound needs a few more steps than the synthetic data before it beats the all-foreground guess.
+    tiny_epochs = 4
+    tiny_iterations = 10
 
 
 class nnUNetTrainer_Tiny(_TinySchedule, nnUNetTrainer):
