@@ -66,6 +66,8 @@ class FrozenImageEncoder(nn.Module):
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(1, 3, 1, 1), persistent=False)
         # Saved with the network so that a trained checkpoint records that real weights are inside.
         self.register_buffer("has_pretrained_weights", torch.zeros((), dtype=torch.bool))
+        # Reading the flag is a host-device sync on a GPU; once it has been seen set, forward stops reading it.
+        self._pretrained_weights_confirmed = False
         self.encoder.requires_grad_(False)
         self.encoder.eval()
 
@@ -92,9 +94,14 @@ class FrozenImageEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self._pretrained_weights_confirmed:
+            self._confirm_pretrained_weights()
+        return self.encoder(self.prepare_input(x))
+
+    def _confirm_pretrained_weights(self) -> None:
         if not bool(self.has_pretrained_weights):
             raise RuntimeError(
                 "The SAM image encoder has no pretrained weights loaded. Train through an nnSAM trainer (it loads "
                 "them) or load a trained nnSAM checkpoint; a randomly initialised encoder is never used."
             )
-        return self.encoder(self.prepare_input(x))
+        self._pretrained_weights_confirmed = True
