@@ -60,12 +60,24 @@ def configuration(n_stages: int, patch=(64, 64), arch: str = PLAIN_UNET, conv: s
 @pytest.fixture(scope="session")
 def mobilesam_checkpoint(tmp_path_factory) -> Path:
     """A full MobileSAM state dict in the official file layout, with random weights we create (the official
-    weights cannot be downloaded here)."""
+    weights cannot be downloaded here).
+
+    A freshly built TinyViT has all-zero attention biases and identity BatchNorm statistics, which would hide
+    exactly the bugs that matter for a frozen encoder (stale eval-mode bias caches, BatchNorm in train mode), so
+    those are randomised too."""
     from mobile_sam import build_sam_vit_t
 
     torch.manual_seed(0)
+    state = build_sam_vit_t(checkpoint=None).state_dict()
+    for key, value in state.items():
+        if key.endswith("attention_biases"):
+            value.normal_(0.0, 1.0)
+        elif key.endswith("running_mean"):
+            value.normal_(0.0, 0.1)
+        elif key.endswith("running_var"):
+            value.uniform_(0.5, 2.0)
     path = tmp_path_factory.mktemp("weights") / "mobile_sam.pt"
-    torch.save(build_sam_vit_t(checkpoint=None).state_dict(), path)
+    torch.save(state, path)
     return path
 
 

@@ -2,14 +2,16 @@ import pytest
 import torch
 
 from conftest import PLAIN_UNET, RESENC_UNET, configuration
-from nnsam.networks.build_encoder import get_encoder_spec
+from dynamic_network_architectures.initialization.weight_init import InitWeights_He
+
+from nnsam.networks.build_encoder import get_encoder_spec, load_pretrained_encoder_weights
 from nnsam.networks.build_nnsam import build_nnsam_network, require_2d_configuration
 from nnsam.networks.fusion import find_fusion_skip, skip_strides
 
 
 def _ready(network):
     # Shape tests need no pretrained weights; mark the encoder as loaded so it runs.
-    network.image_encoder.has_pretrained_weights.fill_(True)
+    network.image_encoder.weights_sha256 = "random weights, for shape tests"
     return network
 
 
@@ -70,10 +72,13 @@ def test_3d_configuration_is_refused_with_a_pointer_to_2d():
         build_nnsam_network(configuration(5, (32, 32, 32), conv="Conv3d"), 1, 2)
 
 
-def test_nnunet_initialisation_never_reaches_the_encoder():
+def test_nnunet_initialisation_of_the_whole_network_never_reaches_the_encoder():
     network = build_nnsam_network(configuration(5), 1, 2, encoder_name="litemedsam")
+    load_pretrained_encoder_weights(network.image_encoder)
     state = get_encoder_spec("litemedsam").load_pretrained_state()
-    network.image_encoder.load_pretrained(state)
-    network.unet.apply(network.unet.initialize)  # nnU-Net's He init, run again on the U-Net it owns
+    unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
+    # nnU-Net's He initialisation as nnU-Net applies it (module.apply over the whole network), after loading.
+    network.apply(InitWeights_He(1e-2))
     after = network.image_encoder.encoder.state_dict()
     assert all(torch.equal(after[k], state[k]) for k in state)
+    assert any(not torch.equal(unet_before[k], v) for k, v in network.unet.state_dict().items())  # it did run

