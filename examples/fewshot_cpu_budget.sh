@@ -2,6 +2,8 @@
 # The CPU-budget few-shot runs reported in docs/results.md (nnU-Net vs nnSAM with the LiteMedSAM encoder).
 # Data: the nnU-Net raw datasets in ../shared/data (ACDC cine MR, HC18 fetal-head ultrasound).
 # On a GPU, drop the budget options to train with nnU-Net's own schedule.
+# The test set is held out before planning; OUT folders written by nnsam versions that planned on the whole
+# dataset are refused, so give a new OUT to repeat the runs.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-fewshot_runs}

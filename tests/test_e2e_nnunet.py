@@ -2,12 +2,16 @@
 on a new folder, with real encoder architectures."""
 from pathlib import Path
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
 from conftest import SHARED_DATA, nnunet_bin, nnunet_env, run_command
 from nnsam.data.downsample import downsample_raw_dataset
+from nnsam.data.synthetic import make_synthetic_dataset
 
 pytestmark = pytest.mark.e2e
 
@@ -90,3 +94,46 @@ def test_litemedsam_trainer_on_real_hc18_cases(tmp_path):
     head_dice, chance = dice_per_class(predictions, new_labels, [1])[1]
     print(f"HC18 fetal head Dice {head_dice:.3f} (chance {chance:.3f}) on {len(validation_cases)} cases")
     assert head_dice > chance
+
+
+def test_pretrained_unet_then_mirrored_sliding_window_prediction_matches_validation(tmp_path):
+    """-pretrained_weights from a plain nnU-Net run; then the trainer's own final validation (test-time mirroring,
+    an image larger than the patch) must equal what nnUNetv2_predict writes for the same image."""
+    raw = make_synthetic_dataset(tmp_path / "raw", num_subjects=3, image_size=(64, 80), dataset_name="Dataset993_Windows")
+    env = nnunet_env(tmp_path)
+    run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "993", "-c", "2d", "-np", "1"], env)
+    preprocessed = tmp_path / "preprocessed" / raw.name
+    plans = json.loads((preprocessed / "nnUNetPlans.json").read_text())
+    assert plans["configurations"]["2d"]["patch_size"] == [64, 80]  # the whole image: one window
+    plans["plans_name"] = "nnUNetPlansSmallPatch"
+    plans["configurations"]["2d"]["patch_size"] = [48, 48]  # same network (5 stages), 2 x 3 windows per image
+    (preprocessed / "nnUNetPlansSmallPatch.json").write_text(json.dumps(plans))
+    assert np.prod([len(s) for s in compute_steps_for_sliding_window((64, 80), (48, 48), 0.5)]) == 6
+    cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTr").glob("*.nii.gz"))
+    validation_case = cases[0]
+    (preprocessed / "splits_final.json").write_text(json.dumps([{"train": cases[1:], "val": [validation_case]}]))
+
+    def train(trainer: str, *extra: str) -> str:
+        return run_command([nnunet_bin("nnUNetv2_train"), "993", "2d", "0", "-tr", trainer, "-p", "nnUNetPlansSmallPatch",
+                            "-device", "cpu", *extra], env)
+
+    train("nnUNetTrainer_Tiny")
+    results = tmp_path / "results" / raw.name
+    plain = results / "nnUNetTrainer_Tiny__nnUNetPlansSmallPatch__2d" / "fold_0" / "checkpoint_final.pth"
+    log = train("nnSAMTrainer_LiteMedSAM_TinyMirroring", "-pretrained_weights", str(plain))
+    assert "nnSAM: loaded" in log and "U-Net tensors from" in log
+
+    fold = results / "nnSAMTrainer_LiteMedSAM_TinyMirroring__nnUNetPlansSmallPatch__2d" / "fold_0"
+    new_images = tmp_path / "new_images"
+    new_images.mkdir()
+    (new_images / f"{validation_case}_0000.nii.gz").symlink_to(raw / "imagesTr" / f"{validation_case}_0000.nii.gz")
+    predictions = tmp_path / "pred"
+    run_command([nnunet_bin("nnUNetv2_predict"), "-i", str(new_images), "-o", str(predictions), "-d", "993",
+                 "-c", "2d", "-p", "nnUNetPlansSmallPatch", "-tr", "nnSAMTrainer_LiteMedSAM_TinyMirroring", "-f", "0",
+                 "-device", "cpu", "-npp", "1", "-nps", "1"], env)  # mirroring on: nnU-Net's default
+    # (nnU-Net writes the validation file without the singleton axis of the raw 2D image; the pixels are what count)
+    validated = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(fold / "validation" / f"{validation_case}.nii.gz"))))
+    predicted = np.squeeze(sitk.GetArrayFromImage(sitk.ReadImage(str(predictions / f"{validation_case}.nii.gz"))))
+    assert validated.shape == predicted.shape == (64, 80)
+    assert validated.any()
+    assert np.array_equal(validated, predicted)

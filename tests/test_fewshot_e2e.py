@@ -1,4 +1,5 @@
 """One tiny real few-shot experiment: nnU-Net planning, preprocessing, training and test prediction on CPU."""
+import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
-        for name in ("results.csv", "summary.md", "fewshot.png", "folds.json"):
+        for name in ("results.csv", "summary.md", "fewshot.png", "folds.json", "test_set.json"):
             assert (out / name).is_file(), name
         assert list((out / "overlays").glob("*.png"))
         results = pd.read_csv(out / "results.csv")
@@ -40,9 +41,29 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         assert set(results["n"]) == {2, 4} and set(results["class_name"]) == {"organ", "cavity"}
         assert results["dice"].between(0, 1).all() and results["iou"].between(0, 1).all()
         assert (results["dice"] > 0).any()  # three iterations already find some of the organ
-        assert (results["hd95_mm"].dropna() >= 0).all()
+        assert (results["hd95_mm"] >= 0).all() and (results["asd_mm"] >= 0).all()  # missed structures: penalty, not NaN
+        assert set(results["distance_penalised"]) <= {0, 1}
         summary = (out / "summary.md").read_text()
-        assert "| N | nnUNetTrainer |" in summary
+        assert "| N | nnUNetTrainer |" in summary and "Protocol: the test set was held out before planning" in summary
+        # The terminal shows the Dice table and where the plot is.
+        assert "| N | nnUNetTrainer | nnSAMTrainer_LiteMedSAM |" in first.stdout and f"Plot:     {out / 'fewshot.png'}" in first.stdout
+
+        # The test set was never seen by nnU-Net: not planned, not preprocessed, in no train or val list.
+        dataset_name = "Dataset990_Tiny"
+        planned = [p.name for p in (out / "nnUNet_raw" / dataset_name / "labelsTr").iterdir()]
+        assert len(planned) == 10 and not set(test_cases) & {p[: -len(".nii.gz")] for p in planned}
+        preprocessed = out / "nnUNet_preprocessed" / dataset_name
+        assert not [p for p in preprocessed.rglob("*") if any(p.name.startswith(case) for case in test_cases)]
+        for fold in json.loads((preprocessed / "splits_final.json").read_text()):
+            assert fold["val"] == fold["train"] and not set(test_cases) & set(fold["train"])
+        # Scored predictions are the runs' test predictions; only final weights are kept.
+        for trainer in TRAINERS:
+            for run in ("n002_seed0", "n004_seed0"):
+                predictions = out / "runs" / trainer / run / "test_predictions"
+                assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in test_cases)
+        results_root = out / "nnUNet_results" / dataset_name
+        assert len(list(results_root.rglob("checkpoint_final.pth"))) == len(TRAINERS) * 2
+        assert not list(results_root.rglob("checkpoint_best.pth")) and not list(results_root.rglob("validation"))
 
         # A rerun finds everything done and trains nothing.
         second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)

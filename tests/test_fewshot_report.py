@@ -1,14 +1,15 @@
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import SimpleITK as sitk
 
 from nnsam.fewshot.report import (
     RESULT_COLUMNS,
     _display_slice,
     case_level,
+    dice_table,
     plot_fewshot,
     results_frame,
     write_overlay,
@@ -17,16 +18,24 @@ from nnsam.fewshot.report import (
 )
 
 
+PENALTY_MM = 40.0  # the image diagonal charged when a structure is in only one of prediction and reference
+
+
 def _rows() -> list[dict]:
-    """Two trainers, N in {2, 4}, one seed, two cases, two classes; trainer B is better by 0.1 Dice."""
+    """Two trainers, N in {2, 4}, one seed, two cases, two classes; trainer B is better by 0.1 Dice.
+
+    Class 2 ("cavity") is missed everywhere, so its distances are the penalty.
+    """
     rows = []
     for trainer, bonus in (("A", 0.0), ("B", 0.1)):
         for n in (2, 4):
             for case, case_shift in (("c1", 0.0), ("c2", 0.2)):
                 for label, name in ((1, "organ"), (2, "cavity")):
+                    missed = label == 2
                     rows.append({"trainer": trainer, "n": n, "seed": 0, "fold": 0, "case": case, "class": label,
                                  "class_name": name, "dice": 0.5 + bonus + case_shift, "iou": 0.4,
-                                 "hd95_mm": 4.0, "asd_mm": 2.0 if label == 1 else math.nan})
+                                 "hd95_mm": PENALTY_MM if missed else 4.0, "asd_mm": PENALTY_MM if missed else 2.0,
+                                 "distance_penalised": missed})
     return rows
 
 
@@ -35,14 +44,17 @@ def test_results_csv_has_one_row_per_case_and_class(tmp_path: Path) -> None:
     table = pd.read_csv(path)
     assert list(table.columns) == RESULT_COLUMNS
     assert len(table) == 2 * 2 * 2 * 2
-    assert table["asd_mm"].isna().sum() == 8  # NaN written as empty cells, read back as NaN
+    assert table["asd_mm"].notna().all()
+    assert sorted(table["distance_penalised"].unique()) == [0, 1]  # a 0/1 flag per row
+    assert table["distance_penalised"].sum() == 8
+    assert (table.loc[table["distance_penalised"] == 1, "asd_mm"] == PENALTY_MM).all()
 
 
-def test_case_level_averages_classes_skipping_nan() -> None:
+def test_case_level_averages_classes_including_penalised_distances() -> None:
     per_case = case_level(results_frame(_rows()))
     row = per_case[(per_case.trainer == "A") & (per_case.n == 2) & (per_case.case == "c2")].iloc[0]
     assert row["dice"] == 0.7
-    assert row["asd_mm"] == 2.0  # only the defined class counts
+    assert row["asd_mm"] == (2.0 + PENALTY_MM) / 2  # the missed class counts with its penalty
 
 
 def test_summary_has_paper_layout_and_marks_best(tmp_path: Path) -> None:
@@ -52,10 +64,19 @@ def test_summary_has_paper_layout_and_marks_best(tmp_path: Path) -> None:
     # Dice per case is 0.5 / 0.7 for A and 0.6 / 0.8 for B: mean ± sd(ddof=1).
     assert "| 2 | 0.600 ± 0.141 | **0.700 ± 0.141** |" in text
     overall_asd = text.split("## ASD")[1].split("## HD95")[0]
-    assert "| 2 | 2.00 ± 0.00 (2/4 class values undefined) |" in overall_asd
+    assert "| 2 | 21.00 ± 0.00 (2/4 penalised) | 21.00 ± 0.00 (2/4 penalised) |" in overall_asd
+    assert "penalised" not in text.split("## Dice")[1].split("## ASD")[0]
     assert "Failed runs" in text and "C N=2 seed=0" in text
-    assert "(2/2 undefined)" not in text.split("### Class 1")[1].split("### Class 2")[0]
-    assert "| 4 | n/a | n/a |" in text.split("### Class 2 (cavity): ASD")[1]
+    assert "penalised" not in text.split("### Class 1")[1].split("### Class 2")[0]
+    assert "| 4 | 40.00 ± 0.00 (2/2 penalised) | 40.00 ± 0.00 (2/2 penalised) |" in text.split("### Class 2 (cavity): ASD")[1]
+    assert "image diagonal in mm" in text and "Both masks empty: Dice 1, distances 0" in text
+
+
+def test_dice_table_is_the_summary_table(tmp_path: Path) -> None:
+    table = dice_table(_rows(), ["A", "B"], [2, 4])
+    assert table[0] == "| N | A | B |" and len(table) == 4
+    summary = write_summary_md(_rows(), tmp_path / "summary.md", ["A", "B"], [2, 4], [], []).read_text()
+    assert "\n".join(table) in summary.split("## ASD")[0]
 
 
 def test_plot_is_written(tmp_path: Path) -> None:
@@ -79,3 +100,22 @@ def test_overlay_of_3d_volume_shows_the_fullest_slice(tmp_path: Path) -> None:
     assert out.stat().st_size > 1000
     assert _display_slice(label) == 2
     assert _display_slice(label[2]) is None
+
+
+def test_plot_shows_mean_and_spread_per_n_one_line_per_trainer(tmp_path: Path, monkeypatch) -> None:
+    from nnsam.fewshot import report
+
+    kept = []
+    monkeypatch.setattr(report.plt, "close", kept.append)  # keep the figure to look at it
+    plot_fewshot(_rows(), tmp_path / "fewshot.png", ["A", "B"])
+    dice_axis = kept[0].axes[0]
+    assert [c.get_label() for c in dice_axis.containers] == ["A", "B"]  # one error-bar line per trainer
+    for container, expected_mean in zip(dice_axis.containers, (0.6, 0.7)):
+        line, _, (bars,) = container.lines
+        assert list(line.get_xdata()) == [2, 4]
+        assert list(line.get_ydata()) == pytest.approx([expected_mean] * 2)  # mean over cases (and seeds) per N
+        # Error bars span mean ± sd over the per-case values (0.5/0.7 or 0.6/0.8: sd = 0.1414).
+        low, high = bars.get_segments()[0][:, 1]
+        assert high - low == pytest.approx(2 * 0.14142, abs=1e-4)
+    monkeypatch.undo()
+    report.plt.close(kept[0])

@@ -62,6 +62,8 @@ def test_explicit_test_cases_remove_their_subjects_from_training() -> None:
     assert split.excluded_cases == ("patient002_frame12",)
     assert "patient002_frame12" not in split.train_cases(split.max_n, 0)
     assert split.max_n == 18
+    # The pool that nnU-Net plans on: every case but the test case and its subject's other frame.
+    assert split.pool_cases == tuple(c for c in _acdc_like() if not c.startswith("patient002"))
 
 
 def test_errors_are_explicit() -> None:

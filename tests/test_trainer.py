@@ -89,6 +89,20 @@ def test_nnunet_optimizer_variants_combine_by_multiple_inheritance(synthetic_nnu
     trainer.on_train_end()
 
 
+@pytest.mark.parametrize("channels,logged", [(1, False), (2, True)])
+def test_channel_mapping_is_logged_once_when_not_one_or_three(synthetic_nnunet, monkeypatch, channels, logged):
+    import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
+
+    monkeypatch.setattr(nnunet_trainer_module, "determine_num_input_channels", lambda *args, **kwargs: channels)
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
+    trainer.initialize()
+    assert trainer.nnsam_network().unet.encoder.stages[0][0].convs[0].conv.in_channels == channels
+    log = open(trainer.log_file).read()
+    expected = "the 2 input channels are averaged into one, which is repeated into the encoder's 3 channels"
+    assert log.count("nnSAM: the ") == (1 if logged else 0)
+    assert (expected in log) == logged
+
+
 def test_mobilesam_trainer_without_weights_fails_before_training(synthetic_nnunet, monkeypatch):
     trainer = _make_trainer(nnSAMTrainer, synthetic_nnunet, monkeypatch)
     monkeypatch.setattr(checkpoints, "MOBILESAM_URL", "http://127.0.0.1:9/mobile_sam.pt")  # offline

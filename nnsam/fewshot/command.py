@@ -7,22 +7,27 @@ nnU-Net's own training schedule. Run ``python -m nnsam.fewshot.command --help`` 
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
-from nnsam.fewshot.report import plot_fewshot, write_overlay, write_results_csv, write_summary_md
+from nnsam.fewshot.report import dice_table, plot_fewshot, write_overlay, write_results_csv, write_summary_md
 from nnsam.fewshot.runner import (
     RunSpec,
+    SetupError,
     TrainingBudget,
     Workspace,
     assign_folds,
+    check_trainer,
     ensure_preprocessed,
+    open_workspace,
     prepare_workspace,
     run_all,
 )
-from nnsam.fewshot.splits import SplitError, make_fewshot_split
+from nnsam.fewshot.splits import SplitError, check_test_fraction, make_fewshot_split
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
 DEFAULT_TEST_FRACTION = 0.2
@@ -34,6 +39,14 @@ DEMO_N = [2, 4, 8]
 DEMO_BUDGET = {"epochs": 2, "iters_per_epoch": 12, "val_iters": 1, "batch_size": 2}
 REAL_N = [4, 8, 12, 16, 20]
 NUM_OVERLAY_CASES = 3
+SYNTHETIC_DATA_FOLDER = "synthetic_data"  # under OUT_DIR; a source dataset like any other, outside nnUNet_raw
+PROTOCOL_LINES = [
+    "- Protocol: the test set was held out before planning; nnU-Net planned and preprocessed the training pool only "
+    "(normalisation, spacing and patch size from those cases). nnU-Net's validation list of each run is its own N "
+    "training cases (the logged pseudo-Dice monitors the fit; nothing is chosen on held-out data). The test images "
+    "were predicted once, from their raw files, with the final weights (checkpoint_final.pth) and nnU-Net's "
+    "nnUNetPredictor.",
+]
 
 
 def _default_device() -> str:
@@ -74,8 +87,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     budget.add_argument("--iters-per-epoch", type=int, default=None,
                         help=f"Training iterations per epoch (default: {DEMO_BUDGET['iters_per_epoch']} / 250).")
     budget.add_argument("--val-iters", type=int, default=None,
-                        help="nnU-Net's num_val_iterations_per_epoch, batches for the pseudo-Dice log "
-                             f"(default: {DEMO_BUDGET['val_iters']} / 50).")
+                        help="nnU-Net's num_val_iterations_per_epoch: batches of the run's own training cases for "
+                             f"the pseudo-Dice log (default: {DEMO_BUDGET['val_iters']} / 50).")
     budget.add_argument("--batch-size", type=int, default=None,
                         help=f"Override the planned batch size, e.g. for CPU (default: {DEMO_BUDGET['batch_size']} / planned).")
     budget.add_argument("--device", choices=["cpu", "cuda"], default=None,
@@ -113,33 +126,86 @@ def _resolve_budget(args: argparse.Namespace, demo: bool) -> TrainingBudget:
     )
 
 
-def plan_experiment(args: argparse.Namespace) -> Plan:
-    """Set up OUT_DIR (and the synthetic data if no dataset is given), split the cases and list the runs.
+def _check_positive(flag: str, values: list[int | None]) -> None:
+    """``None`` stands for an option left out."""
+    for value in values:
+        if value is not None and value < 1:
+            raise SetupError(f"{flag} must be a positive whole number, got {value}.")
 
-    Raises ``SplitError`` for impossible splits before anything is trained.
+
+def _check_writable(out_dir: Path) -> None:
+    """OUT_DIR, or the folder it would be created in, must be a writable folder; nothing is created here."""
+    existing = out_dir.absolute()
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SetupError(f"--out {out_dir}: {existing} is a file, not a folder; choose another --out.")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SetupError(f"--out {out_dir}: {existing} is not writable; choose a folder you can write to.")
+
+
+def check_options(args: argparse.Namespace) -> None:
+    """Every check of the options that needs neither the dataset nor nnU-Net; raises ``SetupError``/``SplitError``.
+
+    Runs before anything is written, so a typo costs seconds, not a planning step or a training run.
     """
+    _check_positive("--n", args.n or [])
+    for flag, value in (("--epochs", args.epochs), ("--iters-per-epoch", args.iters_per_epoch),
+                        ("--val-iters", args.val_iters), ("--batch-size", args.batch_size),
+                        ("--num-processes", args.num_processes)):
+        _check_positive(flag, [value])
+    negative = [seed for seed in args.seeds if seed < 0]
+    if negative:
+        raise SetupError(f"--seeds must be 0 or larger (numpy's generators refuse negative seeds), got {negative[0]}.")
+    if args.test_cases is None:
+        check_test_fraction(args.test_fraction)
+    if args.group_regex is not None:
+        try:
+            re.compile(args.group_regex)
+        except re.error as error:
+            raise SetupError(f"--group-regex {args.group_regex!r} is not a valid regular expression ({error}); "
+                             "fix it, e.g. '^(patient\\d+)_'.") from None
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SetupError("--device cuda, but PyTorch sees no CUDA GPU; use --device cpu (or leave --device out).")
+    _check_writable(args.out)
+
+
+def plan_experiment(args: argparse.Namespace) -> Plan:
+    """Check the options, set up OUT_DIR (and the synthetic data if no dataset is given), split, list the runs.
+
+    Raises ``SetupError`` or ``SplitError`` before anything is planned or trained; OUT_DIR is written to only once
+    the options, trainers and dataset have passed their checks (the demo's synthetic data excepted, which is made
+    after the option checks so that its case ids can be split).
+    """
+    check_options(args)
+    trainers = list(dict.fromkeys(args.trainers))
+    for trainer in trainers:
+        check_trainer(trainer)
     out_dir: Path = args.out
     demo = args.dataset_dir is None
     if demo:
-        dataset_dir = out_dir / "nnUNet_raw" / SYNTHETIC_DATASET_NAME
+        dataset_dir = out_dir / SYNTHETIC_DATA_FOLDER / SYNTHETIC_DATASET_NAME
         if not dataset_dir.is_dir():
-            make_synthetic_dataset(out_dir / "nnUNet_raw", num_subjects=DEMO_SUBJECTS)
+            make_synthetic_dataset(dataset_dir.parent, num_subjects=DEMO_SUBJECTS)
         print(f"No DATASET_DIR given: using a generated SYNTHETIC dataset ({dataset_dir}). "
               "Its numbers say nothing about real images.")
     else:
         dataset_dir = args.dataset_dir
-    workspace = prepare_workspace(dataset_dir, out_dir)
+    workspace = open_workspace(dataset_dir, out_dir)
     ns = sorted(set(args.n if args.n is not None else (DEMO_N if demo else REAL_N)))
     seeds = list(dict.fromkeys(args.seeds))
     split = make_fewshot_split(workspace.case_ids(), seeds, args.test_fraction, args.test_cases, args.group_regex)
     if ns[-1] > split.max_n:
         raise SplitError(f"N={ns[-1]} is more than the {split.max_n} training cases left after holding out "
                          f"{len(split.test_cases)} test cases; the maximum N is {split.max_n}.")
+    prepare_workspace(workspace, list(split.pool_cases), list(split.test_cases))
     if split.excluded_cases:
         print(f"Left out of training (same subject as a test case): {', '.join(split.excluded_cases)}")
-    folds = assign_folds(workspace, {(n, s): split.train_cases(n, s) for n in ns for s in seeds}, list(split.test_cases))
+    folds = assign_folds(workspace, {(n, s): split.train_cases(n, s) for n in ns for s in seeds})
     budget = _resolve_budget(args, demo)
-    trainers = list(dict.fromkeys(args.trainers))
     # Seed outermost, then N, then trainer: every completed block gives a comparable point for all trainers.
     specs = [
         RunSpec(trainer=t, n=n, seed=s, fold=folds[(n, s)], train_cases=tuple(split.train_cases(n, s)),
@@ -160,36 +226,40 @@ def _write_overlays(plan: Plan, test_cases: tuple[str, ...], finished: set[tuple
     for case in test_cases[:NUM_OVERLAY_CASES]:
         rows: dict[str, dict[str, Path]] = {}
         for spec in shown:
-            prediction = workspace.fold_dir(spec.trainer, spec.fold) / "validation" / f"{case}{workspace.file_ending}"
+            prediction = workspace.test_prediction_dir(spec) / f"{case}{workspace.file_ending}"
             rows.setdefault(f"N={spec.n}", {})[spec.trainer] = prediction
         if not rows:
             continue
         written.append(write_overlay(
-            workspace.source_dir / "imagesTr" / f"{case}_0000{workspace.file_ending}",
-            workspace.source_dir / "labelsTr" / f"{case}{workspace.file_ending}",
+            workspace.image_files(case)[0], workspace.label_file(case),
             rows, folder / f"{case}.png", f"{workspace.dataset_name}: {case} (seed {seed})",
         ))
     return written
 
 
+def _error(message: object) -> int:
+    """Report a problem the user can fix as one line, the way argparse does, and return its exit code."""
+    print(f"nnsam fewshot: error: {message}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run the experiment described by ``args``; returns 0 if every run succeeded, 1 otherwise."""
+    """Run the experiment described by ``args``; returns 0 if every run succeeded, 1 if a run failed, 2 for an
+    error in the options, the dataset or OUT_DIR."""
     try:
         plan = plan_experiment(args)
-    except (SplitError, FileNotFoundError, RuntimeError, NotImplementedError) as error:
-        print(f"nnsam fewshot: error: {error}", file=sys.stderr)
-        return 2
+    except (SplitError, SetupError) as error:
+        return _error(error)
     workspace, budget = plan.workspace, plan.specs[0].budget
     test_cases = plan.specs[0].test_cases
     print(f"Dataset {workspace.dataset_name}: {len(workspace.case_ids())} cases, {len(test_cases)} held out for "
           f"testing; N = {' '.join(map(str, plan.ns))}; trainers = {' '.join(plan.trainers)}; "
           f"{len(plan.specs)} runs on {budget.device}.")
-    print("Planning and preprocessing (2d) ...")
+    print("Planning and preprocessing (2d, training pool only) ...")
     try:
         ensure_preprocessed(workspace, args.num_processes)
     except RuntimeError as error:
-        print(f"nnsam fewshot: error: {error}", file=sys.stderr)
-        return 2
+        return _error(error)
 
     outcomes = run_all(plan.specs, workspace)
     rows = [row for outcome in outcomes for row in outcome.rows]
@@ -203,9 +273,10 @@ def run(args: argparse.Namespace) -> int:
         f"- Dataset: {workspace.dataset_name} ({workspace.source_dir})"
         + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""),
         f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
+        *PROTOCOL_LINES,
         f"- Seeds: {' '.join(str(s) for s in dict.fromkeys(s.seed for s in plan.specs))}",
         f"- Budget: epochs {describe(budget.epochs)}, iterations/epoch {describe(budget.iters_per_epoch)}, "
-        f"val iterations {describe(budget.val_iters)}, batch size {describe(budget.batch_size)}, "
+        f"val iterations (on training cases) {describe(budget.val_iters)}, batch size {describe(budget.batch_size)}, "
         f"test-time mirroring {'off' if budget.disable_tta else 'on'}, device {budget.device}",
     ]
     out = workspace.out_dir
@@ -214,6 +285,8 @@ def run(args: argparse.Namespace) -> int:
     if rows:
         plot = plot_fewshot(rows, out / "fewshot.png", plan.trainers)
         overlays = _write_overlays(plan, test_cases, finished)
+        print("\nMean Dice on the test set (mean ± sd over test cases × seeds, classes averaged per case):\n"
+              + "\n".join(dice_table(rows, plan.trainers, plan.ns)))
         print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
               f"({len(overlays)} images)")
     else:

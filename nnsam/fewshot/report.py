@@ -1,9 +1,9 @@
 """Turn per-case metric rows into results.csv, summary.md, fewshot.png and overlay images.
 
-Aggregation: for each (trainer, N, seed, case) the classes are averaged first (ignoring undefined distances), then
-mean ± sd is taken over all test cases of all seeds. So the spread shows case-to-case and seed-to-seed variation
-together, as in the error bars of a few-shot curve. Undefined distances (NaN, one mask empty, see
-``nnsam.fewshot.metrics``) are left out of the means and counted in the table instead.
+Aggregation: for each (trainer, N, seed, case) the classes are averaged first, then mean ± sd is taken over all test
+cases of all seeds. So the spread shows case-to-case and seed-to-seed variation together, as in the error bars of a
+few-shot curve. Distances of a structure found in only one of prediction and reference are the image-diagonal
+penalty (see ``nnsam.fewshot.metrics``); they stay in the means, and the tables say how many values were penalised.
 """
 from __future__ import annotations
 
@@ -18,37 +18,44 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import SimpleITK as sitk  # noqa: E402
 
-RESULT_COLUMNS = ["trainer", "n", "seed", "case", "class", "class_name", "dice", "iou", "hd95_mm", "asd_mm"]
+RESULT_COLUMNS = ["trainer", "n", "seed", "case", "class", "class_name", "dice", "iou", "hd95_mm", "asd_mm",
+                  "distance_penalised"]
 TABLE_METRICS = (("dice", "Dice", True), ("asd_mm", "ASD (mm)", False), ("hd95_mm", "HD95 (mm)", False))
+DISTANCE_METRICS = {"asd_mm", "hd95_mm"}
+METRIC_CONVENTIONS = (
+    "Conventions: Dice/IoU on each foreground class; HD95 and ASD (average symmetric surface distance) in mm from "
+    "the image spacing. Both masks empty: Dice 1, distances 0. A structure in only one of prediction and reference "
+    "(missed, or predicted where there is none): Dice 0 and both distances = the image diagonal in mm, as "
+    "segmentation challenges score it; these values stay in the means and are counted as 'penalised' (column "
+    "distance_penalised of results.csv). Pixels with nnU-Net's ignore label in the reference are left out of "
+    "every metric."
+)
 
 
 def results_frame(rows: list[dict]) -> pd.DataFrame:
     """The rows as a DataFrame with the results.csv columns, sorted for stable output."""
     frame = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    frame["distance_penalised"] = frame["distance_penalised"].astype(int)
     return frame.sort_values(["trainer", "n", "seed", "case", "class"], kind="stable").reset_index(drop=True)
 
 
 def write_results_csv(rows: list[dict], path: Path) -> Path:
-    """One row per (trainer, n, seed, case, class); NaN distances are written as empty cells."""
+    """One row per (trainer, n, seed, case, class); ``distance_penalised`` is 0 or 1."""
     results_frame(rows).to_csv(path, index=False, float_format="%.6g")
     return path
 
 
 def case_level(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (trainer, n, seed, case): metrics averaged over the foreground classes, NaN-skipping."""
+    """Per (trainer, n, seed, case): metrics averaged over the foreground classes."""
     metrics = [m for m, _, _ in TABLE_METRICS]
     return frame.groupby(["trainer", "n", "seed", "case"], as_index=False)[metrics].mean()
 
 
 def _cell(values: pd.Series, digits: int) -> tuple[str, float]:
-    defined = values.dropna()
-    if defined.empty:
-        return "n/a", math.nan
-    sd = defined.std(ddof=1) if len(defined) > 1 else 0.0
-    text = f"{defined.mean():.{digits}f} ± {sd:.{digits}f}"
-    if len(defined) < len(values):
-        text += f" ({len(values) - len(defined)}/{len(values)} undefined)"
-    return text, float(defined.mean())
+    if values.empty:
+        return "—", math.nan
+    sd = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {sd:.{digits}f}", float(values.mean())
 
 
 def _table(
@@ -58,29 +65,41 @@ def _table(
     trainers: list[str],
     ns: list[int],
     digits: int,
-    per_class: pd.DataFrame | None = None,
+    per_class: pd.DataFrame,
 ) -> list[str]:
     """Markdown rows N x columns trainers; the best mean (at the shown precision) of each row is bold.
 
-    ``per_class``, given for class-averaged tables, is used to count the class values that were undefined and so
-    left out of the per-case averages.
+    ``per_class`` holds the per-class rows behind ``frame`` (the same frame for a per-class table); for a distance
+    metric it gives the count of penalised class values, shown in the cell.
     """
     lines = ["| N | " + " | ".join(trainers) + " |", "|---|" + "---|" * len(trainers)]
     for n in ns:
         cells = []
         for trainer in trainers:
-            selected = (frame["trainer"] == trainer) & (frame["n"] == n)
-            text, mean = _cell(frame.loc[selected, metric], digits) if selected.any() else ("—", math.nan)
-            if per_class is not None and selected.any():
-                values = per_class.loc[(per_class["trainer"] == trainer) & (per_class["n"] == n), metric]
-                if values.isna().any():
-                    text += f" ({int(values.isna().sum())}/{len(values)} class values undefined)"
+            text, mean = _cell(frame.loc[(frame["trainer"] == trainer) & (frame["n"] == n), metric], digits)
+            penalised = per_class.loc[(per_class["trainer"] == trainer) & (per_class["n"] == n), "distance_penalised"]
+            if metric in DISTANCE_METRICS and penalised.any():
+                text += f" ({int(penalised.sum())}/{len(penalised)} penalised)"
             cells.append((text, round(mean, digits)))
         means = [m for _, m in cells if not math.isnan(m)]
         best = (max(means) if higher_is_better else min(means)) if len(set(means)) > 1 else None
         texts = [f"**{t}**" if best is not None and m == best else t for t, m in cells]
         lines.append(f"| {n} | " + " | ".join(texts) + " |")
     return lines
+
+
+def _digits(metric: str) -> int:
+    return 3 if metric == "dice" else 2
+
+
+def overall_table(frame: pd.DataFrame, metric: str, higher_is_better: bool, trainers: list[str], ns: list[int]) -> list[str]:
+    """The class-averaged table of one metric (mean ± sd over test cases × seeds), as markdown lines."""
+    return _table(case_level(frame), metric, higher_is_better, trainers, ns, _digits(metric), per_class=frame)
+
+
+def dice_table(rows: list[dict], trainers: list[str], ns: list[int]) -> list[str]:
+    """The overall mean Dice table of summary.md, e.g. to print it on the terminal."""
+    return overall_table(results_frame(rows), "dice", True, trainers, ns)
 
 
 def write_summary_md(
@@ -93,29 +112,22 @@ def write_summary_md(
 ) -> Path:
     """Paper-style tables (rows N, columns trainers) for Dice, ASD and HD95, overall and per class.
 
-    The best mean of each row is bold. ``header_lines`` describe the experiment (dataset, budget, test set).
+    The best mean of each row is bold. ``header_lines`` describe the experiment (dataset, protocol, budget, test
+    set).
     """
     frame = results_frame(rows)
     lines = ["# nnsam few-shot results", "", *header_lines, ""]
     if failed_runs:
         lines += ["**Failed runs (missing from the tables):** " + "; ".join(failed_runs), ""]
-    per_case = case_level(frame)
     for metric, title, higher in TABLE_METRICS:
-        digits = 3 if metric == "dice" else 2
         lines += [f"## {title}, mean ± sd over test cases × seeds (classes averaged per case)", ""]
-        lines += _table(per_case, metric, higher, trainers, ns, digits, per_class=frame) + [""]
+        lines += overall_table(frame, metric, higher, trainers, ns) + [""]
     if frame["class"].nunique() > 1:
         for (value, name), class_frame in frame.groupby(["class", "class_name"]):
             for metric, title, higher in TABLE_METRICS:
-                digits = 3 if metric == "dice" else 2
                 lines += [f"### Class {value} ({name}): {title}", ""]
-                lines += _table(class_frame, metric, higher, trainers, ns, digits) + [""]
-    lines += [
-        "Conventions: Dice/IoU on each foreground class; HD95 and ASD (average symmetric surface distance) in mm "
-        "from the image spacing. Both masks empty: Dice 1, distances 0. One mask empty: Dice 0, distances "
-        "undefined, which are left out of the means and counted as 'undefined'.",
-        "",
-    ]
+                lines += _table(class_frame, metric, higher, trainers, ns, _digits(metric), per_class=class_frame) + [""]
+    lines += [METRIC_CONVENTIONS, ""]
     path.write_text("\n".join(lines))
     return path
 

@@ -1,23 +1,37 @@
 """The machinery of a few-shot experiment: workspace, preprocessing, nnU-Net splits, resumable training runs.
 
-Everything nnU-Net writes goes under OUT_DIR: ``nnUNet_raw`` holds a symlink to the (possibly read-only) dataset,
-``nnUNet_preprocessed`` and ``nnUNet_results`` are nnU-Net's usual folders, and ``runs/<trainer>/n<N>_seed<S>``
-holds each run's log and its ``done.json`` marker (the run's settings and per-case metrics) that makes reruns skip
-finished work.
+Protocol: the test set is never seen before the final evaluation.
+
+* The test set (and, with ``--test-cases``, the other cases of its subjects) is held out *before* anything is
+  planned. ``OUT_DIR/nnUNet_raw/DatasetXXX_Name`` is a real folder holding a copy of the source's dataset.json
+  (``numTraining`` = pool size) and per-file symlinks to the training pool's images and labels only, so nnU-Net's
+  planning and preprocessing statistics (intensity normalisation, target spacing, patch size) come from the
+  training pool alone. The source dataset is only read. ``OUT_DIR/test_set.json`` records the test set and the
+  pool; a rerun with another test set is refused instead of mixing two experiments in one OUT_DIR.
+* Each (N, seed) pair is one fold of ``splits_final.json`` whose ``train`` *and* ``val`` lists are its N training
+  cases. nnU-Net's per-epoch pseudo-Dice therefore monitors the fit on the training cases; nothing is chosen on
+  held-out data, and no case is spent on validation (which matters at N=4).
+* After training, the run skips nnU-Net's ``perform_actual_validation`` and predicts the test cases from their
+  *raw* images in the source's ``imagesTr`` with nnU-Net's own ``nnUNetPredictor`` and the final weights
+  (``checkpoint_final.pth``), into ``runs/<trainer>/n<N>_seed<S>/test_predictions``; only these files are scored.
+* ``checkpoint_best.pth`` (chosen by nnU-Net on the pseudo-Dice) and nnU-Net's ``validation`` folder are deleted
+  after every run, so they cannot be mistaken for results. A run keeps its final weights, its test predictions,
+  its logs and its ``done.json`` marker (the run's settings and per-case metrics) that makes reruns skip finished
+  work.
+
+Everything nnU-Net writes goes under OUT_DIR: ``nnUNet_raw`` (the pool view above), ``nnUNet_preprocessed`` and
+``nnUNet_results`` are nnU-Net's usual folders, ``runs/<trainer>/n<N>_seed<S>`` holds each run's log, test
+predictions and done marker.
 
 Training happens in a subprocess (``python -m nnsam.fewshot.runner train ...``) for two reasons: nnU-Net reads
 its folder variables when it is imported, and a crash (out of memory, a bad trainer) must not end the whole
 experiment.
-
-How the test set reaches nnU-Net: each (N, seed) pair is one fold in ``splits_final.json`` whose ``train`` is the
-N-case subset and whose ``val`` is the held-out test set. nnU-Net uses a fold's ``val`` cases only to log its
-pseudo-Dice during training and for the final prediction with ``checkpoint_final.pth`` (the files in
-``fold_K/validation``). It selects no model and tunes nothing on them, so that final prediction is a genuine
-test-set prediction.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import re
@@ -25,14 +39,15 @@ import shutil
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from tqdm import tqdm
 
 from nnsam.fewshot.metrics import evaluate_case
-from nnsam.plugin import env_with_trainer_dir
+from nnsam.plugin import EXT_TRAINER_ENV, env_with_trainer_dir
 
 CONFIGURATION = "2d"
 PLANS = "nnUNetPlans"
@@ -40,6 +55,15 @@ PLANS = "nnUNetPlans"
 FALLBACK_DATASET_ID = 991
 DATASET_FOLDER_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 PREPROCESSED_MARKER = "fewshot_preprocessing_done.json"
+SPLIT_RECORD = "test_set.json"
+FINAL_CHECKPOINT = "checkpoint_final.pth"
+# What nnU-Net leaves in a fold folder that is no result of ours: the checkpoint it picks on the pseudo-Dice, and
+# the folder of its own final validation (never run by us; removed in case a trainer subclass runs it anyway).
+NOT_RESULTS = ("checkpoint_best.pth", "validation")
+
+
+class SetupError(ValueError):
+    """The dataset, OUT_DIR or an option cannot be used; the message says what to do instead."""
 
 
 @dataclass(frozen=True)
@@ -84,14 +108,51 @@ class RunOutcome:
     message: str = ""
 
 
+def read_dataset_json(dataset_dir: Path) -> dict:
+    """The dataset.json of an nnU-Net raw dataset, checked for everything nnsam fewshot relies on.
+
+    Raises ``SetupError`` with a one-line message that says what to fix.
+    """
+    path = dataset_dir / "dataset.json"
+    if not all((path.is_file(), (dataset_dir / "imagesTr").is_dir(), (dataset_dir / "labelsTr").is_dir())):
+        raise SetupError(f"{dataset_dir} is not an nnU-Net raw dataset folder (needs dataset.json, imagesTr/ and "
+                         "labelsTr/); give the folder that holds them.")
+    try:
+        dataset_json = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise SetupError(f"{path} is not valid JSON ({error}); fix the file.") from None
+    if "file_ending" not in dataset_json:
+        raise SetupError(f"{path} has no 'file_ending' (e.g. \".nii.gz\"); add it, nnU-Net v2 requires it.")
+    if not dataset_json.get("channel_names"):
+        raise SetupError(f"{path} has no 'channel_names' (e.g. {{\"0\": \"MRI\"}}); add it, nnU-Net v2 requires it.")
+    labels = dataset_json.get("labels")
+    if not isinstance(labels, dict) or "background" not in labels:
+        raise SetupError(f"{path} has no 'labels' with a 'background' entry; add them as nnU-Net v2 requires.")
+    regions = [f"{name}: {value}" for name, value in labels.items() if not isinstance(value, int)]
+    if regions:
+        raise SetupError(f"{path} uses region-based labels ({regions[0]}), which nnsam fewshot does not score; "
+                         "use a dataset.json with one integer value per label.")
+    if "dataset" in dataset_json:
+        raise SetupError(f"{path} lists its files in a 'dataset' entry; nnsam fewshot needs the plain "
+                         "imagesTr/labelsTr layout (CASE_0000<file_ending> images, CASE<file_ending> labels).")
+    return dataset_json
+
+
+def case_image_files(dataset_dir: Path, dataset_json: dict, case: str) -> list[Path]:
+    """nnU-Net's image files of one case in ``dataset_dir/imagesTr``, one per channel: CASE_0000, CASE_0001, ..."""
+    ending = dataset_json["file_ending"]
+    return [dataset_dir / "imagesTr" / f"{case}_{channel:04d}{ending}" for channel in range(len(dataset_json["channel_names"]))]
+
+
 @dataclass(frozen=True)
 class Workspace:
-    """OUT_DIR and nnU-Net's view of the dataset inside it."""
+    """OUT_DIR, the (read-only) source dataset and nnU-Net's view of the training pool inside OUT_DIR."""
 
     out_dir: Path
     source_dir: Path
     dataset_id: int
     dataset_name: str
+    dataset_json: dict = field(repr=False, compare=False)
 
     @property
     def raw_root(self) -> Path:
@@ -118,33 +179,47 @@ class Workspace:
         return self.out_dir / "runs"
 
     @property
-    def dataset_json(self) -> dict:
-        return json.loads((self.source_dir / "dataset.json").read_text())
+    def split_record(self) -> Path:
+        return self.out_dir / SPLIT_RECORD
 
     @property
     def file_ending(self) -> str:
         return self.dataset_json["file_ending"]
 
     def foreground_labels(self) -> dict[int, str]:
-        """Label value -> name for every foreground class of dataset.json."""
-        labels: dict[int, str] = {}
-        for name, value in self.dataset_json["labels"].items():
-            if not isinstance(value, int):
-                raise NotImplementedError(f"Region-based labels ({name}: {value}) are not supported by nnsam fewshot.")
-            if value != 0 and name != "ignore":
-                labels[value] = name
-        return labels
+        """Label value -> name for every foreground class of dataset.json (not background, not ignore)."""
+        return {value: name for name, value in self.dataset_json["labels"].items() if value != 0 and name != "ignore"}
+
+    def ignore_label(self) -> int | None:
+        """nnU-Net's ignore label (the ``labels`` entry named "ignore"), if the dataset has one."""
+        return self.dataset_json["labels"].get("ignore")
 
     def case_ids(self) -> list[str]:
-        """Training case ids (from labelsTr), sorted."""
+        """Case ids of the source dataset (from labelsTr), sorted."""
         ending = self.file_ending
         return sorted(p.name[: -len(ending)] for p in (self.source_dir / "labelsTr").iterdir() if p.name.endswith(ending))
 
+    def image_files(self, case: str) -> list[Path]:
+        """The raw image files (all channels) of a case in the source dataset."""
+        return case_image_files(self.source_dir, self.dataset_json, case)
+
+    def label_file(self, case: str) -> Path:
+        """The reference label map of a case in the source dataset."""
+        return self.source_dir / "labelsTr" / f"{case}{self.file_ending}"
+
     def fold_dir(self, trainer: str, fold: int) -> Path:
-        return self.results_root / self.dataset_name / f"{trainer}__{PLANS}__{CONFIGURATION}" / f"fold_{fold}"
+        return self.model_dir(trainer) / f"fold_{fold}"
+
+    def model_dir(self, trainer: str) -> Path:
+        """nnU-Net's trained model folder (plans.json, dataset.json, fold_K/) of one trainer."""
+        return self.results_root / self.dataset_name / f"{trainer}__{PLANS}__{CONFIGURATION}"
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.runs_dir / spec.trainer / f"n{spec.n:03d}_seed{spec.seed}"
+
+    def test_prediction_dir(self, spec: RunSpec) -> Path:
+        """Where a run's test-set predictions are written; the only predictions that are scored."""
+        return self.run_dir(spec) / "test_predictions"
 
     def nnunet_env(self, device: str) -> dict[str, str]:
         """Environment for nnU-Net subprocesses: our folders, our trainers, and CPU-friendly worker counts."""
@@ -163,38 +238,97 @@ class Workspace:
         return env
 
 
-def prepare_workspace(dataset_dir: Path, out_dir: Path) -> Workspace:
-    """Create OUT_DIR's nnU-Net folders and make the dataset visible as ``nnUNet_raw/DatasetXXX_Name``.
+def open_workspace(dataset_dir: Path, out_dir: Path) -> Workspace:
+    """Check the dataset and name nnU-Net's view of it (``DatasetXXX_Name``); writes nothing.
 
-    The dataset is linked, never copied or written to, so a read-only dataset works. A dataset already inside our
-    ``nnUNet_raw`` (the synthetic demo) is used in place.
+    Raises ``SetupError`` if the folder is no usable nnU-Net raw dataset.
     """
     source = dataset_dir.resolve()
-    if not (source / "dataset.json").is_file() or not (source / "labelsTr").is_dir():
-        raise FileNotFoundError(f"{dataset_dir} is not an nnU-Net raw dataset (needs dataset.json and labelsTr/).")
+    dataset_json = read_dataset_json(source)
     match = DATASET_FOLDER_PATTERN.match(source.name)
     if match:
         dataset_id, dataset_name = int(match.group(1)), source.name
     else:
         safe = re.sub(r"[^A-Za-z0-9]+", "", source.name) or "Dataset"
         dataset_id, dataset_name = FALLBACK_DATASET_ID, f"Dataset{FALLBACK_DATASET_ID}_{safe}"
-    workspace = Workspace(out_dir=out_dir.resolve(), source_dir=source, dataset_id=dataset_id, dataset_name=dataset_name)
-    for folder in (workspace.raw_root, workspace.preprocessed_root, workspace.results_root, workspace.runs_dir):
+    return Workspace(out_dir=out_dir.resolve(), source_dir=source, dataset_id=dataset_id,
+                     dataset_name=dataset_name, dataset_json=dataset_json)
+
+
+def _split_record(workspace: Workspace, pool_cases: list[str], test_cases: list[str]) -> dict:
+    return {"source": str(workspace.source_dir), "dataset": workspace.dataset_name,
+            "test_cases": sorted(test_cases), "pool_cases": sorted(pool_cases)}
+
+
+def _check_out_dir_matches(workspace: Workspace, record: dict) -> None:
+    """Refuse an OUT_DIR prepared for another dataset, test set or pool, or by an older nnsam version."""
+    out = workspace.out_dir
+    if workspace.raw_dataset_dir.is_symlink():
+        raise SetupError(f"{out} was prepared by an earlier nnsam version that planned the whole dataset, test set "
+                         "included; use a new --out.")
+    if not workspace.split_record.is_file():
+        if workspace.raw_dataset_dir.exists() or workspace.preprocessed_dataset_dir.exists():
+            raise SetupError(f"{out} holds nnU-Net data without a record of its test set ({SPLIT_RECORD}), e.g. from "
+                             "an earlier nnsam version whose planning saw the test set; use a new --out.")
+        return
+    recorded = json.loads(workspace.split_record.read_text())
+    if recorded["source"] != record["source"]:
+        raise SetupError(f"{out} already holds an experiment on {recorded['source']}; use a new --out for "
+                         f"{record['source']}.")
+    if recorded["test_cases"] != record["test_cases"]:
+        raise SetupError(f"OUT_DIR was prepared with another test set; use a new --out (this one, {out}, was "
+                         f"prepared with the test set {', '.join(recorded['test_cases'])}).")
+    if recorded["pool_cases"] != record["pool_cases"]:
+        raise SetupError(f"OUT_DIR was prepared with another training pool (the dataset's cases or --group-regex "
+                         f"changed); use a new --out instead of {out}.")
+
+
+def _pool_links(workspace: Workspace, pool_cases: list[str], test_cases: list[str]) -> list[tuple[Path, Path]]:
+    """(source file, link) pairs of the pool's images and labels; every pool and test file must exist."""
+    missing = [path for case in [*pool_cases, *test_cases]
+               for path in (*workspace.image_files(case), workspace.label_file(case)) if not path.is_file()]
+    if missing:
+        raise SetupError(f"{missing[0]} is missing ({len(missing)} files in all); every case needs its label and one "
+                         "image per channel of dataset.json.")
+    links = []
+    for case in pool_cases:
+        for source in (*workspace.image_files(case), workspace.label_file(case)):
+            links.append((source, workspace.raw_dataset_dir / source.parent.name / source.name))
+    return links
+
+
+def _link(source: Path, link: Path) -> None:
+    """Symlink ``link`` -> ``source``; an identical link from an earlier call is kept."""
+    if link.is_symlink() and link.resolve() == source.resolve():
+        return
+    link.symlink_to(source)
+
+
+def prepare_workspace(workspace: Workspace, pool_cases: list[str], test_cases: list[str]) -> None:
+    """Create OUT_DIR's nnU-Net folders, with ``nnUNet_raw/DatasetXXX_Name`` holding the training pool only.
+
+    The raw folder is a real folder: a copy of dataset.json with ``numTraining`` = pool size, and per-file symlinks
+    to the pool cases' images (all channels) and labels. The test cases are not in it, so nnU-Net's planning and
+    preprocessing never see them. ``OUT_DIR/test_set.json`` records the split; raises ``SetupError`` if OUT_DIR was
+    prepared for another dataset, test set or pool.
+    """
+    record = _split_record(workspace, pool_cases, test_cases)
+    _check_out_dir_matches(workspace, record)
+    links = _pool_links(workspace, pool_cases, test_cases)
+    # The record comes first: an interrupted first call then still finds its own OUT_DIR on the next call.
+    workspace.out_dir.mkdir(parents=True, exist_ok=True)
+    workspace.split_record.write_text(json.dumps(record, indent=1))
+    for folder in (workspace.preprocessed_root, workspace.results_root, workspace.runs_dir,
+                   workspace.raw_dataset_dir / "imagesTr", workspace.raw_dataset_dir / "labelsTr"):
         folder.mkdir(parents=True, exist_ok=True)
-    others = [p.name for p in workspace.raw_root.iterdir() if p.name != dataset_name and p.name.startswith("Dataset")]
-    if others:
-        raise RuntimeError(f"{out_dir} already holds an experiment on {others[0]}; use a new --out for {source}.")
-    link = workspace.raw_dataset_dir
-    if link.is_symlink() or link.exists():
-        if link.resolve() != source:
-            raise RuntimeError(f"{link} points to {link.resolve()}, not {source}; use a new --out.")
-    else:
-        link.symlink_to(source, target_is_directory=True)
-    return workspace
+    for source, link in links:
+        _link(source, link)
+    dataset_json = {**workspace.dataset_json, "numTraining": len(pool_cases)}
+    (workspace.raw_dataset_dir / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
 
 
 def ensure_preprocessed(workspace: Workspace, num_processes: int) -> Path:
-    """Plan and preprocess the 2d configuration once (with integrity check); later calls reuse the result.
+    """Plan and preprocess the 2d configuration of the pool once (with integrity check); later calls reuse it.
 
     Returns the log path. Raises ``RuntimeError`` naming the log if nnU-Net fails.
     """
@@ -216,7 +350,12 @@ def ensure_preprocessed(workspace: Workspace, num_processes: int) -> Path:
     return log_path
 
 
-def assign_folds(workspace: Workspace, fold_contents: dict[tuple[int, int], list[str]], test_cases: list[str]) -> dict[tuple[int, int], int]:
+def _nnunet_splits(folds: list[dict]) -> list[dict]:
+    """nnU-Net's splits_final.json: each fold validates on its own training cases, never on held-out ones."""
+    return [{"train": f["train"], "val": f["train"]} for f in folds]
+
+
+def assign_folds(workspace: Workspace, fold_contents: dict[tuple[int, int], list[str]]) -> dict[tuple[int, int], int]:
     """Give every (n, seed) a stable fold number and write nnU-Net's ``splits_final.json`` accordingly.
 
     ``OUT_DIR/folds.json`` keeps the mapping (with each fold's cases) across reruns, so adding N values or seeds
@@ -227,15 +366,14 @@ def assign_folds(workspace: Workspace, fold_contents: dict[tuple[int, int], list
     recorded: list[dict] = json.loads(folds_file.read_text())["folds"] if folds_file.is_file() else []
     workspace.preprocessed_dataset_dir.mkdir(parents=True, exist_ok=True)
     splits_file = workspace.preprocessed_dataset_dir / "splits_final.json"
-    previous_splits = [{"train": f["train"], "val": f["test"]} for f in recorded]
-    if splits_file.is_file() and json.loads(splits_file.read_text()) != previous_splits:
+    if splits_file.is_file() and json.loads(splits_file.read_text()) != _nnunet_splits(recorded):
         backup = splits_file.with_name(f"splits_final.json.backup-{time.strftime('%Y%m%d-%H%M%S')}")
         shutil.copy2(splits_file, backup)
         print(f"Note: {splits_file} was not written by nnsam fewshot; kept a copy as {backup.name}.")
 
     index = {(f["n"], f["seed"]): i for i, f in enumerate(recorded)}
     for (n, seed), train in sorted(fold_contents.items()):
-        entry = {"n": n, "seed": seed, "fold": 0, "train": list(train), "test": list(test_cases)}
+        entry = {"n": n, "seed": seed, "fold": 0, "train": list(train)}
         if (n, seed) in index:
             recorded[index[(n, seed)]] = entry
         else:
@@ -244,8 +382,45 @@ def assign_folds(workspace: Workspace, fold_contents: dict[tuple[int, int], list
     for fold, entry in enumerate(recorded):
         entry["fold"] = fold
     folds_file.write_text(json.dumps({"dataset": workspace.dataset_name, "folds": recorded}, indent=1))
-    splits_file.write_text(json.dumps([{"train": f["train"], "val": f["test"]} for f in recorded], indent=1))
+    splits_file.write_text(json.dumps(_nnunet_splits(recorded), indent=1))
     return {key: index[key] for key in fold_contents}
+
+
+@contextlib.contextmanager
+def _environment_variable(name: str, value: str) -> Iterator[None]:
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+
+def check_trainer(name: str) -> None:
+    """Raise ``SetupError`` unless nnU-Net finds trainer class ``name`` the way the training subprocess will.
+
+    This is nnU-Net's own lookup (``nnunetv2.training.nnUNetTrainer``, then the ``nnUNet_extTrainer`` folders),
+    with ``nnUNet_extTrainer`` set as for the subprocess: our trainer folder plus the user's.
+    """
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+
+    search_path = env_with_trainer_dir()[EXT_TRAINER_ENV]
+    # nnU-Net narrates its search on stdout and some trainer modules warn on import; only the verdict matters here.
+    with _environment_variable(EXT_TRAINER_ENV, search_path), contextlib.redirect_stdout(io.StringIO()), \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            recursive_find_trainer_class_by_name(name)
+        except RuntimeError:
+            raise SetupError(f"unknown trainer {name!r}: nnU-Net finds no such class in "
+                             f"nnunetv2.training.nnUNetTrainer or the {EXT_TRAINER_ENV} folders ({search_path}); "
+                             f"check the spelling, or add the folder that defines it to {EXT_TRAINER_ENV}.") from None
+        except AssertionError:
+            raise SetupError(f"trainer {name!r} does not subclass nnU-Net's nnUNetTrainer; give an nnU-Net "
+                             "trainer class.") from None
 
 
 def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> int:
@@ -255,6 +430,8 @@ def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> 
         sys.executable, "-m", "nnsam.fewshot.runner", "train",
         "--dataset", workspace.dataset_name, "--fold", str(spec.fold), "--trainer", spec.trainer,
         "--device", budget.device, "--seed", str(spec.seed),
+        "--source", str(workspace.source_dir), "--predictions-dir", str(workspace.test_prediction_dir(spec)),
+        "--test-cases", *spec.test_cases,
     ]
     for flag, value in (("--epochs", budget.epochs), ("--iters-per-epoch", budget.iters_per_epoch),
                         ("--val-iters", budget.val_iters), ("--batch-size", budget.batch_size)):
@@ -269,19 +446,30 @@ def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> 
 
 
 def evaluate_run(spec: RunSpec, workspace: Workspace) -> list[dict]:
-    """Per-case, per-class metric rows of one finished run (predictions from its fold's validation folder)."""
+    """Per-case, per-class metric rows of one finished run, from its test-prediction folder."""
     labels = workspace.foreground_labels()
-    prediction_dir = workspace.fold_dir(spec.trainer, spec.fold) / "validation"
+    prediction_dir = workspace.test_prediction_dir(spec)
     rows = []
     for case in spec.test_cases:
         prediction = prediction_dir / f"{case}{workspace.file_ending}"
         if not prediction.is_file():
             raise FileNotFoundError(f"Missing test prediction {prediction}")
-        reference = workspace.source_dir / "labelsTr" / f"{case}{workspace.file_ending}"
-        for value, metrics in evaluate_case(prediction, reference, labels).items():
+        metrics_per_class = evaluate_case(prediction, workspace.label_file(case), labels, workspace.ignore_label())
+        for value, metrics in metrics_per_class.items():
             rows.append({"trainer": spec.trainer, "n": spec.n, "seed": spec.seed, "fold": spec.fold, "case": case,
                          "class": value, "class_name": labels[value], **metrics.as_dict()})
     return rows
+
+
+def discard_non_results(spec: RunSpec, workspace: Workspace) -> None:
+    """Delete what nnU-Net left in the run's fold folder that is no result (see ``NOT_RESULTS``)."""
+    fold_dir = workspace.fold_dir(spec.trainer, spec.fold)
+    for name in NOT_RESULTS:
+        path = fold_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _mean_dice(rows: list[dict]) -> float:
@@ -297,7 +485,8 @@ def run_all(
     """Run every spec not finished before, one after the other; a failure is recorded and the loop goes on.
 
     A run counts as finished when its ``done.json`` holds exactly this spec (same cases, fold and budget); a
-    changed budget or split therefore retrains it.
+    changed budget or split therefore retrains it. After each run, what is no result is deleted
+    (``discard_non_results``).
     """
     outcomes: list[RunOutcome] = []
     progress = tqdm(specs, desc="few-shot runs", unit="run", dynamic_ncols=True)
@@ -316,8 +505,9 @@ def run_all(
         run_dir.mkdir(parents=True, exist_ok=True)
         done_file.unlink(missing_ok=True)
         failed_file.unlink(missing_ok=True)
-        # A fresh fold folder: stale predictions of an earlier attempt must never be scored.
+        # A fresh fold folder and prediction folder: stale predictions of an earlier attempt must never be scored.
         shutil.rmtree(workspace.fold_dir(spec.trainer, spec.fold), ignore_errors=True)
+        shutil.rmtree(workspace.test_prediction_dir(spec), ignore_errors=True)
         tqdm.write(f"{label}: training on {spec.n} cases (log: {log_path})")
         started = time.time()
         try:
@@ -331,6 +521,8 @@ def run_all(
             outcomes.append(RunOutcome(spec, "failed", [], log_path, message))
             tqdm.write(f"{label}: FAILED ({message}); log: {log_path}")
             continue
+        finally:
+            discard_non_results(spec, workspace)
         seconds = time.time() - started
         done_file.write_text(json.dumps({"spec": spec.as_json(), "seconds": seconds, "rows": rows}, indent=1))
         outcomes.append(RunOutcome(spec, "done", rows, log_path))
@@ -339,53 +531,66 @@ def run_all(
     return outcomes
 
 
-def train_one(
-    dataset: str,
-    fold: int,
-    trainer_name: str,
-    device: str,
-    seed: int,
-    epochs: int | None,
-    iters_per_epoch: int | None,
-    val_iters: int | None,
-    batch_size: int | None,
-    disable_tta: bool,
-) -> None:
-    """Train one fold with nnU-Net's own trainer classes, then predict its val (= test) cases with the final model."""
+def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget) -> Path:
+    """Train one fold with nnU-Net's own trainer classes; returns nnU-Net's trained model folder.
+
+    Training ends with nnU-Net's ``checkpoint_final.pth``; nnU-Net's own final validation is not run (the fold's
+    ``val`` cases are its training cases, see the module docstring).
+    """
     import numpy as np
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
 
+    device = budget.device
     # Same thread policy as nnUNetv2_train: all cores on CPU, one thread next to a GPU.
     torch.set_num_threads((os.cpu_count() or 1) if device == "cpu" else 1)
     # nnU-Net itself does not seed; we do, so that a rerun of one (N, seed) starts from the same weights.
     torch.manual_seed(seed)
     np.random.seed(seed)
     trainer = get_trainer_from_args(dataset, CONFIGURATION, fold, trainer_name, PLANS, device=torch.device(device))
-    if epochs is not None:
-        trainer.num_epochs = epochs
-    if iters_per_epoch is not None:
-        trainer.num_iterations_per_epoch = iters_per_epoch
-    if val_iters is not None:
-        trainer.num_val_iterations_per_epoch = val_iters
-    if batch_size is not None:
+    if budget.epochs is not None:
+        trainer.num_epochs = budget.epochs
+    if budget.iters_per_epoch is not None:
+        trainer.num_iterations_per_epoch = budget.iters_per_epoch
+    if budget.val_iters is not None:
+        trainer.num_val_iterations_per_epoch = budget.val_iters
+    if budget.batch_size is not None:
         # initialize() reads the batch size from the configuration, so it must be changed before training starts.
-        trainer.configuration_manager.configuration["batch_size"] = batch_size
+        trainer.configuration_manager.configuration["batch_size"] = budget.batch_size
     trainer.print_to_log_file(
         f"nnsam fewshot budget: epochs={trainer.num_epochs} iters/epoch={trainer.num_iterations_per_epoch} "
         f"val iters={trainer.num_val_iterations_per_epoch} batch={trainer.configuration_manager.batch_size} "
-        f"tta={'off' if disable_tta else 'on'}"
+        f"tta={'off' if budget.disable_tta else 'on'}; pseudo-Dice on the training cases"
     )
     trainer.run_training()
-    if disable_tta:
-        # The training data loader setup sets the mirroring axes; clearing them afterwards makes the final
-        # prediction run without mirroring test-time augmentation.
-        trainer.inference_allowed_mirroring_axes = None
-    trainer.perform_actual_validation()
+    return Path(trainer.output_folder_base)
+
+
+def predict_test_cases(
+    model_dir: Path, fold: int, budget: TrainingBudget, image_files: list[list[Path]], output_files: list[Path]
+) -> None:
+    """Predict raw test images with nnU-Net's ``nnUNetPredictor`` and the fold's ``checkpoint_final.pth``.
+
+    ``output_files`` are the prediction paths without file ending, as nnU-Net expects them.
+    """
+    import torch
+    from nnunetv2.configuration import default_num_processes
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    on_gpu = budget.device == "cuda"
+    predictor = nnUNetPredictor(use_mirroring=not budget.disable_tta, perform_everything_on_device=on_gpu,
+                                device=torch.device(budget.device), allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,), checkpoint_name=FINAL_CHECKPOINT)
+    # nnU-Net's default worker counts (8 + 8 spawned processes) would swamp a small CPU machine.
+    workers = default_num_processes if on_gpu else 1
+    predictor.predict_from_files([[str(p) for p in files] for files in image_files], [str(p) for p in output_files],
+                                 save_probabilities=False, overwrite=True, num_processes_preprocessing=workers,
+                                 num_processes_segmentation_export=workers)
 
 
 def _train_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m nnsam.fewshot.runner train", description=train_one.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m nnsam.fewshot.runner train",
+                                     description="Train one fold, then predict the raw test images with its final weights.")
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--trainer", required=True)
@@ -396,9 +601,17 @@ def _train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-iters", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--disable-tta", action="store_true")
+    parser.add_argument("--source", type=Path, required=True, help="The source raw dataset (test images are read here).")
+    parser.add_argument("--test-cases", nargs="+", required=True)
+    parser.add_argument("--predictions-dir", type=Path, required=True)
     args = parser.parse_args(argv)
-    train_one(args.dataset, args.fold, args.trainer, args.device, args.seed, args.epochs, args.iters_per_epoch,
-              args.val_iters, args.batch_size, args.disable_tta)
+    budget = TrainingBudget(device=args.device, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+                            val_iters=args.val_iters, batch_size=args.batch_size, disable_tta=args.disable_tta)
+    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget)
+    dataset_json = read_dataset_json(args.source)
+    predict_test_cases(model_dir, args.fold, budget,
+                       [case_image_files(args.source, dataset_json, case) for case in args.test_cases],
+                       [args.predictions_dir / case for case in args.test_cases])
     return 0
 
 

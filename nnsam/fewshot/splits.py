@@ -73,6 +73,14 @@ class FewShotSplit:
     excluded_cases: tuple[str, ...] = ()
 
     @property
+    def pool_cases(self) -> tuple[str, ...]:
+        """Every case that may be trained on: all cases minus the test set and the cases excluded with it.
+
+        nnU-Net plans and preprocesses these only, so that no statistic is taken from the test set.
+        """
+        return tuple(sorted(next(iter(self.training_orders.values()), ())))
+
+    @property
     def max_n(self) -> int:
         """The largest N that can be drawn."""
         return min(len(order) for order in self.training_orders.values())
@@ -89,12 +97,17 @@ class FewShotSplit:
         return list(self.training_orders[seed][:n])
 
 
+def check_test_fraction(test_fraction: float) -> None:
+    """Raise ``SplitError`` unless ``test_fraction`` is strictly between 0 and 1."""
+    if not 0.0 < test_fraction < 1.0:
+        raise SplitError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+
+
 def choose_test_cases(
     case_ids: list[str], test_fraction: float, group_regex: str | None = None
 ) -> list[str]:
     """Whole subjects, drawn with a fixed seed, until at least ``test_fraction`` of the cases are held out."""
-    if not 0.0 < test_fraction < 1.0:
-        raise SplitError(f"--test-fraction must be in (0, 1), got {test_fraction}")
+    check_test_fraction(test_fraction)
     groups = group_cases(case_ids, group_regex)
     if len(groups) < 2:
         raise SplitError("Need at least two subjects to hold out a test set without splitting a subject.")

@@ -12,6 +12,7 @@ class _TinySchedule:
     tiny_epochs = 3
     tiny_iterations = 8
     tiny_batch_size = 2  # each sample costs a ~2.4 s encoder pass on a CPU; the planned batch can be 10+
+    keep_mirroring = False  # nnU-Net's test-time mirroring costs 4 encoder passes per window in 2D
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
@@ -22,7 +23,8 @@ class _TinySchedule:
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         configured = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
+        if not self.keep_mirroring:
+            self.inference_allowed_mirroring_axes = None
         return configured
 
 
@@ -34,6 +36,10 @@ class nnSAMTrainer_LiteMedSAM_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM):
     # Real ultrasound needs a few more steps than the synthetic data before it beats the all-foreground guess.
     tiny_epochs = 4
     tiny_iterations = 10
+
+
+class nnSAMTrainer_LiteMedSAM_TinyMirroring(_TinySchedule, nnSAMTrainer_LiteMedSAM):
+    keep_mirroring = True
 
 
 class nnUNetTrainer_Tiny(_TinySchedule, nnUNetTrainer):
