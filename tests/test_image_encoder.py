@@ -110,3 +110,19 @@ def test_eval_caches_follow_the_weights_and_the_device_dtype(litemedsam):
     copy_attention = next(m for m in copy.modules() if hasattr(m, "attention_biases"))
     assert torch.equal(copy_attention.ab, attention.ab)
     assert copy.double().encoder.layers[1].blocks[0].attn.ab.dtype == torch.float64
+
+
+@pytest.mark.parametrize("mode", ["minmax", "zscore"])
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_prepare_input_equals_the_plain_composition(mode, channels):
+    """The cheap path (resize one channel, one fused affine map) is the plain recipe: three channels, min-max
+    scaling and normalisation, then the resize."""
+    from nnsam.networks.image_encoder import resize_to_square
+
+    encoder = build_image_encoder("mobilesam", input_mode=mode)
+    x = torch.randn(2, channels, 40, 56, generator=torch.Generator().manual_seed(channels)) * 3 + 1
+    plain = to_three_channels(x)
+    if mode == "minmax":
+        plain = (minmax_per_sample(plain) - encoder.pixel_mean) / encoder.pixel_std
+    expected = resize_to_square(plain, 1024)
+    assert torch.allclose(encoder.prepare_input(x), expected, atol=1e-5, rtol=1e-5)

@@ -78,7 +78,10 @@ def replace_non_finite(x: torch.Tensor) -> torch.Tensor:
     return torch.where(finite, x, lowest)
 
 
-def minmax_per_sample(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+MINMAX_EPS = 1e-6  # a constant sample maps to 0 instead of dividing by zero
+
+
+def minmax_per_sample(x: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
     lo = x.amin(dim=(1, 2, 3), keepdim=True)
     hi = x.amax(dim=(1, 2, 3), keepdim=True)
     return (x - lo) / (hi - lo).clamp_min(eps)
@@ -165,11 +168,22 @@ class FrozenImageEncoder(nn.Module):
         self.weights_sha256 = state["weights_sha256"]
 
     def prepare_input(self, x: torch.Tensor) -> torch.Tensor:
-        """nnU-Net patch (B, C, H, W) -> encoder input (B, 3, S, S)."""
-        x = to_three_channels(replace_non_finite(x.float()))
+        """nnU-Net patch (B, C, H, W) -> encoder input (B, 3, S, S).
+
+        Same result as ``to_three_channels``, then min-max scaling and normalisation, then the resize, but cheaper:
+        a single channel is resized before it becomes three, and min-max scaling and normalisation are one affine
+        map applied after the resize (resizing commutes with per-sample affine maps: its weights sum to one).
+        """
+        x = replace_non_finite(x.float())
+        if x.shape[1] not in (1, 3):
+            x = x.mean(dim=1, keepdim=True)
         if self.input_mode == "minmax":
-            x = (minmax_per_sample(x) - self.pixel_mean) / self.pixel_std
-        return resize_to_square(x, self.input_size)
+            lo = x.amin(dim=(1, 2, 3), keepdim=True)
+            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            scale = 1.0 / ((hi - lo).clamp_min(MINMAX_EPS) * self.pixel_std)  # (B, 3, 1, 1)
+            shift = -lo * scale - self.pixel_mean / self.pixel_std
+            return resize_to_square(x, self.input_size) * scale + shift  # broadcasting makes 1 channel three
+        return resize_to_square(x, self.input_size).expand(-1, 3, -1, -1)
 
     @torch.no_grad()
     def forward(self, x: torch.Tensor) -> torch.Tensor:
