@@ -1,0 +1,1 @@
+"""Echocardiography (CAMUS): dataset conversion, phantom data for tests, and temporal-consistency metrics."""
