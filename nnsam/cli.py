@@ -18,10 +18,18 @@ def main(argv: list[str] | None = None) -> int:
 
     fewshot = sub.add_parser("fewshot", help="few-shot comparison of trainers (Dice/IoU/HD95/ASD table and plot)")
     fewshot_command.add_arguments(fewshot)
+    from nnsam.echo import camus
+
+    convert_camus = sub.add_parser(
+        "convert-camus", help="CAMUS echocardiography release -> nnU-Net v2 raw datasets (ED/ES 2D and half sequences)"
+    )
+    camus.add_arguments(convert_camus)
     args = parser.parse_args(argv)
     if args.command == "trainer-dir":
         print(trainer_dir())
         return 0
+    if args.command == "convert-camus":
+        return camus.run(args)
     return fewshot_command.run(args)
 
 
