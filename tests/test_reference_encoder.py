@@ -112,7 +112,7 @@ def test_checkpoint_records_and_checks_what_defines_the_network():
     network = build_nnsam_network(configuration(5), 1, 2, encoder_name="litemedsam")
     network.image_encoder.weights_sha256 = "f" * 64
     state = network.state_dict()
-    assert state["_extra_state"] == {"fusion_stride": 8}
+    assert state["_extra_state"] == {"fusion_stride": 8, "attention_stages": []}
     assert state["image_encoder._extra_state"] == {"encoder": "litemedsam", "input_mode": "minmax",
                                                    "weights_sha256": "f" * 64}
     with pytest.raises(NetworkDefinitionMismatch, match="input_mode='minmax'.*input_mode='zscore'"):

@@ -52,7 +52,7 @@ def test_pretrained_encoder_survives_nnunet_init_and_training(synthetic_nnunet, 
     saved = torch.load(path, map_location="cpu", weights_only=False)["network_weights"]
     assert saved["image_encoder._extra_state"] == {
         "encoder": "litemedsam", "input_mode": "minmax", "weights_sha256": sha256_of(spec.weights_file())}
-    assert saved["_extra_state"] == {"fusion_stride": 8}
+    assert saved["_extra_state"] == {"fusion_stride": 8, "attention_stages": []}
     _assert_same({k[len("image_encoder.encoder."):]: v for k, v in saved.items()
                   if k.startswith("image_encoder.encoder.")}, shipped)
     trainer.on_train_end()

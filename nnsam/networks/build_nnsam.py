@@ -1,6 +1,8 @@
 """Building an nnSAM network from nnU-Net plans."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch._dynamo import OptimizedModule
 from torch.nn.parallel import DistributedDataParallel
@@ -29,6 +31,7 @@ def build_nnsam_network(
     encoder_name: str = "mobilesam",
     fusion_stride: int = 8,
     input_mode: InputMode = "minmax",
+    attention_stages: Sequence[int | str] = (),
 ) -> SAMFusedUNet:
     """The planned U-Net plus a frozen SAM encoder, *without* pretrained encoder weights.
 
@@ -47,7 +50,7 @@ def build_nnsam_network(
         deep_supervision=enable_deep_supervision,
     )
     image_encoder = build_image_encoder(encoder_name, input_mode=input_mode, pretrained=False)
-    return SAMFusedUNet(unet, image_encoder, fusion_stride=fusion_stride)
+    return SAMFusedUNet(unet, image_encoder, fusion_stride=fusion_stride, attention_stages=attention_stages)
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:

@@ -8,13 +8,18 @@ nnU-Net's network as planned, including deep supervision.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from dynamic_network_architectures.initialization.weight_init import InitWeights_He
 from torch import nn
 
+from nnsam.networks.decoder_attention import attach_coordinate_attention
 from nnsam.networks.image_encoder import FrozenImageEncoder, check_recorded_setting
+
+FUSED_STAGE = "fused"  # in ``attention_stages``: the decoder stage that receives the embedding
 
 
 def skip_strides(unet: nn.Module) -> list[tuple[int, ...]]:
@@ -59,7 +64,10 @@ def _widen_first_conv(decoder_stage: nn.Module, extra_channels: int) -> None:
 class SAMFusedUNet(nn.Module):
     """nnU-Net's U-Net with a frozen SAM embedding concatenated at one skip connection."""
 
-    def __init__(self, unet: nn.Module, image_encoder: FrozenImageEncoder, fusion_stride: int = 8) -> None:
+    def __init__(self, unet: nn.Module, image_encoder: FrozenImageEncoder, fusion_stride: int = 8,
+                 attention_stages: Sequence[int | str] = ()) -> None:
+        """``attention_stages``: decoder stages (0 = lowest resolution, or ``"fused"``) followed by coordinate
+        attention (LIA, see ``nnsam.networks.decoder_attention``); none by default."""
         super().__init__()
         self.unet = unet
         self.image_encoder = image_encoder
@@ -68,6 +76,8 @@ class SAMFusedUNet(nn.Module):
         self.fusion_skip = find_fusion_skip(strides, self.fusion_stride)
         self.fused_decoder_stage = len(strides) - 2 - self.fusion_skip  # decoder stage s consumes skips[-(s + 2)]
         _widen_first_conv(unet.decoder.stages[self.fused_decoder_stage], image_encoder.embed_dim)
+        stages = [self.fused_decoder_stage if s == FUSED_STAGE else int(s) for s in attention_stages]
+        self.decoder_attention = attach_coordinate_attention(unet.decoder, stages)
 
     # nnU-Net's trainer switches deep supervision through ``network.decoder`` and logs ``network.encoder``.
     @property
@@ -84,11 +94,16 @@ class SAMFusedUNet(nn.Module):
         return self.unet.decoder.stages[self.fused_decoder_stage].convs[0].conv
 
     # Saved as "_extra_state" in the state dict; the encoder records its own settings the same way.
+    @property
+    def attention_stages(self) -> list[int]:
+        return sorted(int(stage) for stage in self.decoder_attention)
+
     def get_extra_state(self) -> dict:
-        return {"fusion_stride": self.fusion_stride}
+        return {"fusion_stride": self.fusion_stride, "attention_stages": self.attention_stages}
 
     def set_extra_state(self, state: dict) -> None:
         check_recorded_setting("fusion_stride", state["fusion_stride"], self.fusion_stride)
+        check_recorded_setting("attention_stages", state["attention_stages"], self.attention_stages)
 
     def forward(self, x: torch.Tensor):
         skips = list(self.unet.encoder(x))

@@ -1,4 +1,10 @@
 from nnsam.trainers.nnSAMTrainer import nnSAMTrainer
-from nnsam.trainers.variants import nnSAMTrainer_LiteMedSAM, nnSAMTrainer_ZScoreInput
+from nnsam.trainers.variants import (
+    nnSAMTrainer_LIA,
+    nnSAMTrainer_LiteMedSAM,
+    nnSAMTrainer_LiteMedSAM_LIA,
+    nnSAMTrainer_ZScoreInput,
+)
 
-__all__ = ["nnSAMTrainer", "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_ZScoreInput"]
+__all__ = ["nnSAMTrainer", "nnSAMTrainer_LIA", "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_LiteMedSAM_LIA",
+           "nnSAMTrainer_ZScoreInput"]

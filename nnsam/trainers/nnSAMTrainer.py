@@ -25,6 +25,7 @@ class nnSAMTrainer(nnUNetTrainer):
     encoder_name: str = "mobilesam"
     fusion_stride: int = 8
     input_mode: str = "minmax"  # "zscore": feed nnU-Net's normalised patch as is, like the official nnSAM code
+    attention_stages: tuple = ()  # decoder stages followed by coordinate attention (LIA); "fused" = the fused one
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -39,7 +40,8 @@ class nnSAMTrainer(nnUNetTrainer):
         # (which contains the encoder and records its settings), so no weight file is needed at inference.
         return build_nnsam_network(configuration_manager, num_input_channels, num_output_channels,
                                    enable_deep_supervision, encoder_name=cls.encoder_name,
-                                   fusion_stride=cls.fusion_stride, input_mode=cls.input_mode)
+                                   fusion_stride=cls.fusion_stride, input_mode=cls.input_mode,
+                                   attention_stages=cls.attention_stages)
 
     def nnsam_network(self) -> SAMFusedUNet:
         return unwrap_network(self.network)
