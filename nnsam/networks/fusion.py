@@ -93,11 +93,11 @@ class SAMFusedUNet(nn.Module):
         """The widened convolution: its first inputs are the U-Net's, the last ``embed_dim`` the embedding's."""
         return self.unet.decoder.stages[self.fused_decoder_stage].convs[0].conv
 
-    # Saved as "_extra_state" in the state dict; the encoder records its own settings the same way.
     @property
     def attention_stages(self) -> list[int]:
         return sorted(int(stage) for stage in self.decoder_attention)
 
+    # Saved as "_extra_state" in the state dict; the encoder records its own settings the same way.
     def get_extra_state(self) -> dict:
         return {"fusion_stride": self.fusion_stride, "attention_stages": self.attention_stages}
 
