@@ -32,6 +32,8 @@ def build_nnsam_network(
     fusion_stride: int = 8,
     input_mode: InputMode = "minmax",
     attention_stages: Sequence[int | str] = (),
+    network_class: type[SAMFusedUNet] = SAMFusedUNet,
+    **network_kwargs,
 ) -> SAMFusedUNet:
     """The planned U-Net plus a frozen SAM encoder, *without* pretrained encoder weights.
 
@@ -50,7 +52,8 @@ def build_nnsam_network(
         deep_supervision=enable_deep_supervision,
     )
     image_encoder = build_image_encoder(encoder_name, input_mode=input_mode, pretrained=False)
-    return SAMFusedUNet(unet, image_encoder, fusion_stride=fusion_stride, attention_stages=attention_stages)
+    return network_class(unet, image_encoder, fusion_stride=fusion_stride, attention_stages=attention_stages,
+                         **network_kwargs)
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:

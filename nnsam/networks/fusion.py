@@ -105,10 +105,22 @@ class SAMFusedUNet(nn.Module):
         check_recorded_setting("fusion_stride", state["fusion_stride"], self.fusion_stride)
         check_recorded_setting("attention_stages", state["attention_stages"], self.attention_stages)
 
-    def forward(self, x: torch.Tensor):
+    def fuse(self, skip: torch.Tensor, embedding: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+        """The fused skip: the U-Net's skip and the (resized) embedding, concatenated along channels.
+
+        ``num_frames`` (frames per clip when the batch holds clips of consecutive frames) is unused here; temporal
+        subclasses mix the frames before concatenating.
+        """
+        return torch.cat((skip, embedding), dim=1)
+
+    def forward_frames(self, x: torch.Tensor, num_frames: int | None = None):
+        """The U-Net on a batch of 2D images ``(N, C, H, W)`` (for clips: ``N = B * T``, clip-major)."""
         skips = list(self.unet.encoder(x))
         target = skips[self.fusion_skip]
         embedding = self.image_encoder(x)
         embedding = F.interpolate(embedding.to(target.dtype), size=target.shape[2:], mode="bilinear", align_corners=False)
-        skips[self.fusion_skip] = torch.cat((target, embedding), dim=1)
+        skips[self.fusion_skip] = self.fuse(target, embedding, num_frames)
         return self.unet.decoder(skips)
+
+    def forward(self, x: torch.Tensor):
+        return self.forward_frames(x)
