@@ -18,4 +18,4 @@ test: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -rs
 
 benchmark: $(BIN)/.installed
-	$(BIN)/python benchmarks/train_step.py
+	$(BIN)/python benchmarks/benchmark.py
