@@ -24,13 +24,43 @@ def main(argv: list[str] | None = None) -> int:
         "convert-camus", help="CAMUS echocardiography release -> nnU-Net v2 raw datasets (ED/ES 2D and half sequences)"
     )
     camus.add_arguments(convert_camus)
+    temporal = sub.add_parser("add-temporal-config",
+                              help="add the 2d_temporal configuration (clips of T frames) to a planned sequence dataset")
+    temporal.add_argument("dataset", help="dataset id or name, planned with -c 2d 3d_fullres")
+    temporal.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
+    temporal.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
     args = parser.parse_args(argv)
     if args.command == "trainer-dir":
         print(trainer_dir())
         return 0
     if args.command == "convert-camus":
         return camus.run(args)
+    if args.command == "add-temporal-config":
+        return _add_temporal_config(args)
     return fewshot_command.run(args)
+
+
+def _add_temporal_config(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+
+    from nnsam.plans.temporal import TEMPORAL_CONFIGURATION, add_temporal_configuration_to_file
+
+    try:
+        if nnUNet_preprocessed is None:
+            raise ValueError("nnUNet_preprocessed is not set; export it as for nnU-Net's own commands.")
+        plans_file = Path(nnUNet_preprocessed) / maybe_convert_to_dataset_name(args.dataset) / f"{args.plans}.json"
+        if not plans_file.is_file():
+            raise ValueError(f"{plans_file} does not exist; run nnUNetv2_plan_and_preprocess -d {args.dataset} "
+                             f"-c 2d 3d_fullres first.")
+        add_temporal_configuration_to_file(plans_file, args.frames)
+    except (ValueError, RuntimeError) as error:
+        print(f"nnsam add-temporal-config: error: {error}", file=sys.stderr)
+        return 2
+    print(f"Added {TEMPORAL_CONFIGURATION} (clips of {args.frames} frames) to {plans_file}.")
+    return 0
 
 
 if __name__ == "__main__":

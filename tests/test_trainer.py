@@ -149,3 +149,10 @@ def test_training_steps_with_torch_compile(synthetic_nnunet, monkeypatch):
     assert len(_debug_get_cache_entry_list(FrozenImageEncoder.forward.__wrapped__.__code__)) == 0  # inlined
     trainer.on_train_end()
     torch._dynamo.reset()
+
+
+def test_temporal_trainer_refuses_a_2d_configuration(synthetic_nnunet, monkeypatch):
+    from nnsam.trainers import nnSAMTrainer_LiteMedSAM_TRA
+
+    with pytest.raises(ValueError, match="use the 2d_temporal configuration.*nnsam add-temporal-config"):
+        _make_trainer(nnSAMTrainer_LiteMedSAM_TRA, synthetic_nnunet, monkeypatch)

@@ -1,4 +1,10 @@
 from nnsam.trainers.nnSAMTrainer import nnSAMTrainer
+from nnsam.trainers.temporal import (
+    nnSAMTrainer_LiteMedSAM_TRA,
+    nnSAMTrainer_LiteMedSAM_TRA_LIA,
+    nnSAMTrainer_TRA,
+    nnSAMTrainer_TRA_LIA,
+)
 from nnsam.trainers.variants import (
     nnSAMTrainer_LIA,
     nnSAMTrainer_LiteMedSAM,
@@ -7,4 +13,5 @@ from nnsam.trainers.variants import (
 )
 
 __all__ = ["nnSAMTrainer", "nnSAMTrainer_LIA", "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_LiteMedSAM_LIA",
+           "nnSAMTrainer_LiteMedSAM_TRA", "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA",
            "nnSAMTrainer_ZScoreInput"]

@@ -30,6 +30,10 @@ class nnSAMTrainer(nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
+        self.check_configuration(configuration)
+
+    def check_configuration(self, configuration: str) -> None:
+        """Refuse configurations this trainer's network cannot run (here: anything but a 2D one)."""
         require_2d_configuration(self.configuration_manager, configuration)
 
     @classmethod

@@ -3,7 +3,7 @@
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM
+from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_TRA
 
 
 class _TinySchedule:
@@ -44,3 +44,10 @@ class nnSAMTrainer_LiteMedSAM_TinyMirroring(_TinySchedule, nnSAMTrainer_LiteMedS
 
 class nnUNetTrainer_Tiny(_TinySchedule, nnUNetTrainer):
     pass
+
+
+class nnSAMTrainer_LiteMedSAM_TRA_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM_TRA):
+    # One clip per batch: a clip of T frames already costs T encoder passes.
+    tiny_epochs = 2
+    tiny_iterations = 3
+    tiny_batch_size = 1

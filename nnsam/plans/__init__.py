@@ -1,0 +1,1 @@
+"""Additions to nnU-Net plans that nnsam's trainers need (nnU-Net plans everything else)."""
