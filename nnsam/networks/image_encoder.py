@@ -81,9 +81,13 @@ def replace_non_finite(x: torch.Tensor) -> torch.Tensor:
 MINMAX_EPS = 1e-6  # a constant sample maps to 0 instead of dividing by zero
 
 
+def sample_range(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample minimum and maximum of (B, C, H, W), shaped (B, 1, 1, 1)."""
+    return x.amin(dim=(1, 2, 3), keepdim=True), x.amax(dim=(1, 2, 3), keepdim=True)
+
+
 def minmax_per_sample(x: torch.Tensor, eps: float = MINMAX_EPS) -> torch.Tensor:
-    lo = x.amin(dim=(1, 2, 3), keepdim=True)
-    hi = x.amax(dim=(1, 2, 3), keepdim=True)
+    lo, hi = sample_range(x)
     return (x - lo) / (hi - lo).clamp_min(eps)
 
 
@@ -178,8 +182,7 @@ class FrozenImageEncoder(nn.Module):
         if x.shape[1] not in (1, 3):
             x = x.mean(dim=1, keepdim=True)
         if self.input_mode == "minmax":
-            lo = x.amin(dim=(1, 2, 3), keepdim=True)
-            hi = x.amax(dim=(1, 2, 3), keepdim=True)
+            lo, hi = sample_range(x)
             scale = 1.0 / ((hi - lo).clamp_min(MINMAX_EPS) * self.pixel_std)  # (B, 3, 1, 1)
             shift = -lo * scale - self.pixel_mean / self.pixel_std
             return resize_to_square(x, self.input_size) * scale + shift  # broadcasting makes 1 channel three
