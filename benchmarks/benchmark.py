@@ -17,7 +17,11 @@ One run, one device, one set of nnU-Net plans, one batch for every row:
   size, so several sliding windows are needed; files are read, preprocessed, predicted, resampled and written
   in-process, one case after the other (``nnUNetv2_predict -npp 0 -nps 0``). The weights are those saved after a
   few steps: prediction cost does not depend on weight values.
-* Embedding cache: a placeholder until the cache exists.
+* Embedding cache: the cached rows first build their cache for the dataset (timed: that is the build time, one
+  encoder pass per training slice) and report its disk size; their timed steps then take the embedding from the
+  cache, sampled for the batch as the data loader does (the sampling, timed per sample, runs in nnU-Net's data
+  loader workers, not in the train step). Prediction never uses the cache (nnU-Net's predictor encodes every
+  window), so the cached rows are not predicted again: their prediction cost is their online row's.
 
 MobileSAM's official weights are used when found (NNSAM_MOBILESAM_CHECKPOINT or the cache); otherwise random
 weights in the official layout are created: the cost does not depend on the weight values. ``nnUNet_compile``
@@ -39,14 +43,19 @@ import tempfile
 from pathlib import Path
 
 # (label, trainer class name). A trainer is looked up by name the way nnUNetv2_train does, so a new row, e.g.
-# ("nnSAM MobileSAM, cached embeddings", "nnSAMTrainer_Cached"), is one line here.
+# ("nnSAM MobileSAM, your variant", "nnSAMTrainer_Yours"), is one line here.
 ROWS: list[tuple[str, str]] = [
     ("nnU-Net", "nnUNetTrainer"),
     ("nnSAM MobileSAM, online encoder", "nnSAMTrainer"),
+    ("nnSAM MobileSAM, cached embeddings", "nnSAMTrainer_Cached"),
     ("nnSAM LiteMedSAM, online encoder", "nnSAMTrainer_LiteMedSAM"),
+    ("nnSAM LiteMedSAM, cached embeddings", "nnSAMTrainer_LiteMedSAM_Cached"),
 ]
+# Cached rows predict exactly as their online row (the predictor never reads the cache).
+PREDICTS_LIKE = {"nnSAMTrainer_Cached": "nnSAMTrainer", "nnSAMTrainer_LiteMedSAM_Cached": "nnSAMTrainer_LiteMedSAM"}
 BASE_TRAINER = "nnUNetTrainer"
 RATIO_TRAINER = "nnSAMTrainer"  # what users run by default
+CACHED_RATIO_TRAINER = "nnSAMTrainer_Cached"
 
 CONFIGURATION = "2d"
 FOLD = 0
@@ -100,12 +109,14 @@ def run_worker(name: str, task: dict, root: Path) -> dict:
     return json.loads(result_file.read_text())
 
 
-def embedding_cache_figures(root: Path, setup: dict) -> str:
-    """Build time and disk size of the embedding cache for the benchmark's dataset.
-
-    The embedding-cache issue fills this in (build the cache for ``setup["preprocessed"]``, time it, sum its files).
-    """
-    return "n/a (no cache yet)"
+def report_cache(train: dict[str, dict]) -> None:
+    rows = [[label, f"`{trainer}`", str(train[trainer]["cache"]["slices"]), f"{train[trainer]['cache']['build_s']:.1f}",
+             f"{train[trainer]['cache']['build_s'] / train[trainer]['cache']['slices']:.2f}",
+             f"{train[trainer]['cache']['bytes'] / MIB:.1f}", f"{train[trainer]['cache']['sample_ms']:.2f}"]
+            for label, trainer in ROWS if "cache" in train[trainer]]
+    print("\n## Embedding cache: built once per dataset and encoder (float16, beside nnU-Net's preprocessed data)")
+    print(markdown_table(["row", "trainer", "slices", "build (s)", "s/slice", "disk (MiB)",
+                          "lookup per sample (ms, data loader)"], rows))
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:
@@ -147,18 +158,18 @@ def report_predict(setup: dict, predict: dict[str, dict]) -> None:
              seconds_range(predict[trainer]["case_times_s"]), f"{predict[trainer]['seconds_per_case'] / base:.2f}",
              ", ".join(str(n) for n in predict[trainer]["windows_per_case"]),
              str(predict[trainer]["passes_per_window"])]
-            for label, trainer in ROWS]
+            for label, trainer in ROWS if trainer in predict]
     cases = len(setup["predict_files"])
     print(f"\n## Prediction as nnUNetv2_predict -npp 0 -nps 0 (tile step 0.5, Gaussian, mirroring): {cases} "
           f"synthetic case(s) of {tuple(setup['predict_image_size'])} pixels, patch {tuple(setup['patch_size'])}")
     print(markdown_table(["row", "trainer", "s/case (median)", "range (s)", "x nnU-Net", "windows per case",
                           "network passes per window"], rows))
     print("s/case = reading, preprocessing, sliding-window prediction, resampling and writing one case; model "
-          "loading excluded, the first case's one-time costs included.")
+          "loading excluded, the first case's one-time costs included. Cached rows predict exactly as their online "
+          "row (nnU-Net's predictor encodes every window; the cache is a training-time device).")
 
 
-def report(setup: dict, train: dict[str, dict], predict: dict[str, dict], cache: str,
-           args: argparse.Namespace) -> None:
+def report(setup: dict, train: dict[str, dict], predict: dict[str, dict], args: argparse.Namespace) -> None:
     height, width = args.image_size
     print(f"\n# nnsam benchmark on {setup['device_name']}")
     print(f"settings: --device {setup['device']} --steps {args.steps} --image-size {height} {width} "
@@ -166,8 +177,10 @@ def report(setup: dict, train: dict[str, dict], predict: dict[str, dict], cache:
           f"nnUNet_compile={os.environ['nnUNet_compile']}; MobileSAM: {setup['weights_note']}")
     report_train(setup, train, args.steps)
     report_predict(setup, predict)
-    print(f"\n## Embedding cache (build time, disk size)\n{cache}\n")
-    print(f"train-step ratio nnSAM/nnU-Net: {train[RATIO_TRAINER]['step_s'] / train[BASE_TRAINER]['step_s']:.2f}")
+    report_cache(train)
+    base = train[BASE_TRAINER]["step_s"]
+    print(f"\ncached train-step ratio {CACHED_RATIO_TRAINER}/nnU-Net: {train[CACHED_RATIO_TRAINER]['step_s'] / base:.2f}")
+    print(f"train-step ratio nnSAM/nnU-Net: {train[RATIO_TRAINER]['step_s'] / base:.2f}")
 
 
 def main() -> None:
@@ -188,9 +201,8 @@ def main() -> None:
                                        {**common, "phase": "predict", "model_folder": train[trainer]["model_folder"],
                                         "files": setup["predict_files"], "output": str(root / "predictions" / trainer)},
                                        root)
-                   for _, trainer in ROWS}
-        cache = embedding_cache_figures(root, setup)
-    report(setup, train, predict, cache, args)
+                   for _, trainer in ROWS if trainer not in PREDICTS_LIKE}
+    report(setup, train, predict, args)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,13 +391,47 @@ def train(task: dict) -> dict:
         trainer.load_pretrained_encoder()  # nnSAM trainers do this in on_train_start, which is not run here
     trainer.network.train()
     batch = torch.load(task["batch"])
+    cache = None
+    if hasattr(trainer, "prepare_embedding_cache"):
+        cache = add_cached_embedding(trainer, batch, device)
     trainer.train_step(batch)  # warm-up: first-call allocations and kernel selection
     times = [timed_train_step(trainer, batch, device) for _ in range(task["steps"])]
     peak = peak_memory_bytes(device)
     model_folder = write_model_folder(trainer)
     checkpoint = model_folder / f"fold_{FOLD}" / "checkpoint_final.pth"
-    return {"step_s": statistics.median(times), "step_times_s": times, "peak_bytes": peak,
-            "checkpoint_bytes": checkpoint.stat().st_size, "model_folder": str(model_folder)}
+    result = {"step_s": statistics.median(times), "step_times_s": times, "peak_bytes": peak,
+              "checkpoint_bytes": checkpoint.stat().st_size, "model_folder": str(model_folder)}
+    return result if cache is None else {**result, "cache": cache}
+
+
+def add_cached_embedding(trainer, batch: dict, device) -> dict:
+    """Build the trainer's embedding cache (timed) and give ``batch`` an embedding sampled from it, as the data
+    loader does: per sample, the frame coordinates of the patch, averaged over the fusion cells, sample the cached
+    slice embedding. Returns the cache's figures."""
+    import time
+
+    import numpy as np
+    import torch
+
+    from nnsam.cache.frames import frame_grid_coordinates, sample_at_cells
+
+    start = time.perf_counter()
+    cache = trainer.prepare_embedding_cache()
+    build_s = time.perf_counter() - start
+    identifiers = sorted(p.stem for p in cache.folder.glob("*.npy"))
+    embeddings = cache.open(identifiers[0])
+    patch = tuple(trainer.configuration_manager.patch_size)
+    cells = trainer.nnsam_network().fusion_cells(patch)
+    samples, times = [], []
+    for _ in range(batch["data"].shape[0]):
+        start = time.perf_counter()
+        coordinates = frame_grid_coordinates((0, 0), patch, patch, patch)
+        slice_embedding = torch.from_numpy(np.asarray(embeddings[0], dtype=np.float32))
+        samples.append(sample_at_cells(slice_embedding, coordinates, cells))
+        times.append(time.perf_counter() - start)
+    batch["embedding"] = torch.stack(samples)
+    return {"build_s": build_s, "slices": sum(int(cache.open(i).shape[0]) for i in identifiers),
+            "bytes": cache.size_bytes(identifiers), "sample_ms": 1000 * float(np.median(times))}
 
 
 def window_counting_predictor(device):

@@ -2,7 +2,8 @@
 
 HC18's ultrasound images are about 800x540 pixels of 0.1 mm; nnU-Net plans 640x896 patches for them, far too
 large to train on a CPU in minutes. Resampling by an integer factor (spacing scaled accordingly, so distances
-stay in mm) keeps the anatomy and makes CPU experiments possible. The source folder is only read.
+stay in mm) keeps the anatomy and makes CPU experiments possible. Only the in-plane axes (SimpleITK's x and y) are
+resampled: the slices of a 3D volume (ACDC's short-axis stacks) are kept as they are. The source folder is only read.
 """
 from __future__ import annotations
 
@@ -13,9 +14,13 @@ from pathlib import Path
 import SimpleITK as sitk
 
 
+IN_PLANE_AXES = 2  # SimpleITK orders axes x, y, z
+
+
 def _resample(image: sitk.Image, factor: int, interpolator: int) -> sitk.Image:
-    size = [max(1, s // factor) for s in image.GetSize()]
-    spacing = [sp * factor for sp in image.GetSpacing()]
+    factors = [factor if axis < IN_PLANE_AXES else 1 for axis in range(image.GetDimension())]
+    size = [max(1, s // f) for s, f in zip(image.GetSize(), factors)]
+    spacing = [sp * f for sp, f in zip(image.GetSpacing(), factors)]
     return sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
                          image.GetDirection(), 0, image.GetPixelID())
 
@@ -23,7 +28,8 @@ def _resample(image: sitk.Image, factor: int, interpolator: int) -> sitk.Image:
 def downsample_raw_dataset(source: str | Path, target: str | Path, factor: int,
                            case_ids: list[str] | None = None) -> Path:
     """Write ``target`` (imagesTr, labelsTr, dataset.json): the cases of ``source`` (all, or ``case_ids``) with
-    ``factor`` times fewer pixels along each axis. Images are resampled linearly, labels by nearest neighbour."""
+    ``factor`` times fewer pixels along each in-plane axis (slices of 3D volumes are kept). Images are resampled
+    linearly, labels by nearest neighbour."""
     source, target = Path(source), Path(target)
     if target.exists():
         raise FileExistsError(f"{target} already exists; choose another target folder.")
@@ -44,7 +50,7 @@ def downsample_raw_dataset(source: str | Path, target: str | Path, factor: int,
         label = sitk.ReadImage(str(source / "labelsTr" / f"{case}{ending}"))
         sitk.WriteImage(_resample(label, factor, sitk.sitkNearestNeighbor), str(target / "labelsTr" / f"{case}{ending}"))
     dataset_json["numTraining"] = len(cases)
-    dataset_json["description"] = (f"{dataset_json.get('description', '')} Downsampled {factor}x per axis by "
+    dataset_json["description"] = (f"{dataset_json.get('description', '')} Downsampled {factor}x in-plane by "
                                    f"nnsam.data.downsample from {source.name}.").strip()
     (target / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
     for extra in ("LICENSE", "README.md"):

@@ -8,7 +8,8 @@ nnU-Net's network as planned, including deep supervision.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -78,6 +79,8 @@ class SAMFusedUNet(nn.Module):
         _widen_first_conv(unet.decoder.stages[self.fused_decoder_stage], image_encoder.embed_dim)
         stages = [self.fused_decoder_stage if s == FUSED_STAGE else int(s) for s in attention_stages]
         self.decoder_attention = attach_coordinate_attention(unet.decoder, stages)
+        # Set only inside ``given_embedding`` (training from the embedding cache); None means: run the encoder.
+        self._given_embedding: torch.Tensor | None = None
 
     # nnU-Net's trainer switches deep supervision through ``network.decoder`` and logs ``network.encoder``.
     @property
@@ -92,6 +95,12 @@ class SAMFusedUNet(nn.Module):
     def fused_conv(self) -> nn.Conv2d:
         """The widened convolution: its first inputs are the U-Net's, the last ``embed_dim`` the embedding's."""
         return self.unet.decoder.stages[self.fused_decoder_stage].convs[0].conv
+
+    def fusion_cells(self, patch_size: Sequence[int]) -> tuple[int, ...]:
+        """Spatial size of the fusion skip (where the embedding is concatenated) for an input of ``patch_size``."""
+        from nnsam.cache.frames import cells_at_stride
+
+        return cells_at_stride(patch_size, self.unet.encoder.strides[: self.fusion_skip + 1])
 
     @property
     def attention_stages(self) -> list[int]:
@@ -113,13 +122,36 @@ class SAMFusedUNet(nn.Module):
         """
         return torch.cat((skip, embedding), dim=1)
 
+    @contextmanager
+    def given_embedding(self, embedding: torch.Tensor) -> Iterator[None]:
+        """Within this block, forward uses ``embedding`` (N, embed_dim, h, w), already at the fusion skip's
+        resolution, instead of running the encoder on the input.
+
+        The embedding cache's trainers use it around nnU-Net's own ``train_step``/``validation_step``, so the
+        forward pass, loss and optimizer stay nnU-Net's; prediction never sets it and encodes every window.
+        """
+        self._given_embedding = embedding
+        try:
+            yield
+        finally:
+            self._given_embedding = None
+
+    def embedding_at(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The SAM embedding of ``x`` at the resolution of the fusion skip ``target``."""
+        if self._given_embedding is not None:
+            given = self._given_embedding
+            if given.shape[0] != x.shape[0] or tuple(given.shape[2:]) != tuple(target.shape[2:]):
+                raise ValueError(f"The given embedding has shape {tuple(given.shape)}, but the fusion skip needs "
+                                 f"({x.shape[0]}, {self.image_encoder.embed_dim}, {', '.join(map(str, target.shape[2:]))}).")
+            return given.to(target.dtype)
+        embedding = self.image_encoder(x)
+        return F.interpolate(embedding.to(target.dtype), size=target.shape[2:], mode="bilinear", align_corners=False)
+
     def forward_frames(self, x: torch.Tensor, num_frames: int | None = None):
         """The U-Net on a batch of 2D images ``(N, C, H, W)`` (for clips: ``N = B * T``, clip-major)."""
         skips = list(self.unet.encoder(x))
         target = skips[self.fusion_skip]
-        embedding = self.image_encoder(x)
-        embedding = F.interpolate(embedding.to(target.dtype), size=target.shape[2:], mode="bilinear", align_corners=False)
-        skips[self.fusion_skip] = self.fuse(target, embedding, num_frames)
+        skips[self.fusion_skip] = self.fuse(target, self.embedding_at(x, target), num_frames)
         return self.unet.decoder(skips)
 
     def forward(self, x: torch.Tensor):

@@ -1,17 +1,20 @@
+"""The nnSAM trainers: ``nnSAMTrainer`` (nnSAMTrainer.py) and its variants, one folder per concern
+(``variants/encoder``, ``input``, ``attention``, ``temporal``, ``embedding_cache``), one small file per idea."""
 from nnsam.trainers.nnSAMTrainer import nnSAMTrainer
-from nnsam.trainers.temporal import (
+from nnsam.trainers.variants.attention.nnSAMTrainer_LIA import nnSAMTrainer_LIA, nnSAMTrainer_LiteMedSAM_LIA
+from nnsam.trainers.variants.embedding_cache.nnSAMTrainer_Cached import (
+    nnSAMTrainer_Cached,
+    nnSAMTrainer_LiteMedSAM_Cached,
+)
+from nnsam.trainers.variants.encoder.nnSAMTrainer_LiteMedSAM import nnSAMTrainer_LiteMedSAM
+from nnsam.trainers.variants.input.nnSAMTrainer_ZScoreInput import nnSAMTrainer_ZScoreInput
+from nnsam.trainers.variants.temporal.nnSAMTrainer_TRA import (
     nnSAMTrainer_LiteMedSAM_TRA,
     nnSAMTrainer_LiteMedSAM_TRA_LIA,
     nnSAMTrainer_TRA,
     nnSAMTrainer_TRA_LIA,
 )
-from nnsam.trainers.variants import (
-    nnSAMTrainer_LIA,
-    nnSAMTrainer_LiteMedSAM,
-    nnSAMTrainer_LiteMedSAM_LIA,
-    nnSAMTrainer_ZScoreInput,
-)
 
-__all__ = ["nnSAMTrainer", "nnSAMTrainer_LIA", "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_LiteMedSAM_LIA",
-           "nnSAMTrainer_LiteMedSAM_TRA", "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA",
-           "nnSAMTrainer_ZScoreInput"]
+__all__ = ["nnSAMTrainer", "nnSAMTrainer_Cached", "nnSAMTrainer_LIA", "nnSAMTrainer_LiteMedSAM",
+           "nnSAMTrainer_LiteMedSAM_Cached", "nnSAMTrainer_LiteMedSAM_LIA", "nnSAMTrainer_LiteMedSAM_TRA",
+           "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA", "nnSAMTrainer_ZScoreInput"]

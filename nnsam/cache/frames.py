@@ -1,0 +1,82 @@
+"""The frame a cached embedding covers.
+
+nnU-Net's predictor pads a slice that is smaller than the patch to the patch size (zeros, centred) before it slides
+its windows; a slice that fits into one window is therefore encoded, at prediction, exactly as
+``encoder(padded slice)``. The cache encodes every slice in that same frame: the slice padded (centred, zeros) to at
+least the patch size in every axis. For such slices, the embedding a non-augmented patch takes from the cache is the
+embedding the predictor computes (tested); larger slices are encoded whole, where the predictor encodes each window.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def slice_frame(slice_shape: Sequence[int], patch_size: Sequence[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(frame shape, padding before the slice in each axis): the slice padded to at least ``patch_size``."""
+    frame = tuple(max(int(s), int(p)) for s, p in zip(slice_shape, patch_size))
+    before = tuple((f - int(s)) // 2 for f, s in zip(frame, slice_shape))  # as acvl_utils' pad_nd_image pads
+    return frame, before
+
+
+def pad_to_frame(slices: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
+    """(N, C, H, W) slices padded with zeros into their frame (see ``slice_frame``)."""
+    frame, before = slice_frame(slices.shape[2:], patch_size)
+    after = [f - s - b for f, s, b in zip(frame, slices.shape[2:], before)]
+    if not any(before) and not any(after):
+        return slices
+    return F.pad(slices, (before[1], after[1], before[0], after[0]), value=0.0)
+
+
+def frame_grid_coordinates(first_pixel: Sequence[int], size: Sequence[int], slice_shape: Sequence[int],
+                           patch_size: Sequence[int]) -> torch.Tensor:
+    """Where the pixels of a crop lie in the frame, as a (3, H, W) map: x and y in grid_sample's normalised frame
+    coordinates (align_corners=False) and a weight of ones.
+
+    ``first_pixel``: the crop's first pixel in slice coordinates (negative where the crop starts in padding).
+    The weight channel makes the map homogeneous: wherever nnU-Net's spatial transform samples outside the crop it
+    pads with zeros, so (x·w, y·w, w) stays exact under interpolation and w tells where the map is undefined.
+    """
+    frame, before = slice_frame(slice_shape, patch_size)
+    axes = []
+    for start, n, b, f in zip(first_pixel, size, before, frame):
+        pixel = torch.arange(n, dtype=torch.float32) + (start + b)
+        axes.append((pixel + 0.5) / f * 2 - 1)
+    y, x = torch.meshgrid(axes[0], axes[1], indexing="ij")
+    return torch.stack((x, y, torch.ones_like(x)))
+
+
+def sample_at_cells(embedding: torch.Tensor, coordinates: torch.Tensor, cells: Sequence[int],
+                    min_weight: float = 1e-3) -> torch.Tensor:
+    """The embedding (D, g, g) of a frame, sampled at the centres of a patch's fusion cells.
+
+    ``coordinates``: the patch's (3, H, W) homogeneous frame coordinates after augmentation (see
+    ``frame_grid_coordinates``); ``cells``: the fusion skip's (h, w). Averaging the coordinates over each cell gives
+    its centre (exact for affine maps), which is where ``F.interpolate(embedding, (h, w), mode="bilinear")`` samples
+    the embedding of a patch encoded on its own. Sampling is bilinear with border clamping, as that interpolation
+    is; cells whose weight is (nearly) zero lie outside everything the augmentation saw and get a zero embedding.
+    """
+    pooled = F.adaptive_avg_pool2d(coordinates[None].float(), tuple(int(c) for c in cells))[0]
+    weight = pooled[2]
+    inside = weight > min_weight
+    grid = pooled[:2] / torch.where(inside, weight, torch.ones_like(weight))
+    sampled = F.grid_sample(embedding[None].float(), grid.permute(1, 2, 0)[None], mode="bilinear",
+                            padding_mode="border", align_corners=False)[0]
+    return sampled * inside.to(sampled.dtype)
+
+
+def cells_at_stride(patch_size: Sequence[int], strides: Sequence[Sequence[int]]) -> tuple[int, ...]:
+    """Spatial size of a U-Net skip for ``patch_size`` after the per-stage ``strides`` (nnU-Net's convolutions pad
+    so that every stride-s stage gives ceil(n / s))."""
+    shape = [int(p) for p in patch_size]
+    for stage in strides:
+        shape = [-(-n // int(s)) for n, s in zip(shape, stage)]
+    return tuple(shape)
+
+
+def to_numpy_slices(data, z: int | slice) -> np.ndarray:
+    """Slices of nnU-Net's preprocessed (C, Z, H, W) data (numpy or blosc2) as a float32 numpy array."""
+    return np.asarray(data[:, z], dtype=np.float32)

@@ -1,0 +1,72 @@
+"""nnSAMTrainer_LiteMedSAM_Cached inside nnU-Net's own training machinery (in-process, synthetic preprocessed data,
+LiteMedSAM's shipped weights)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from test_trainer import _make_trainer
+from nnsam.trainers import nnSAMTrainer_LiteMedSAM_Cached
+
+# Median cosine similarity, over augmented training samples of the synthetic data, between the embedding taken
+# from the cache and the online embedding of the same augmented patch (nnU-Net's full augmentation: crops shifted
+# by foreground oversampling, rotation, scaling, mirroring, intensity changes). Measured 0.80 (20 samples, seed 0);
+# docs/results.md has the distributions on HC18 and ACDC.
+MIN_MEDIAN_COSINE_AUGMENTED = 0.6
+
+
+def _online_embedding(network, data):
+    with torch.no_grad():
+        skips = network.unet.encoder(data)
+        return network.embedding_at(data, skips[network.fusion_skip])
+
+
+@pytest.fixture
+def cached_trainer(synthetic_nnunet, monkeypatch):
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch)
+    trainer.oversample_foreground_percent = 0.0  # patches = whole slices (64x80 images, 64x80 patch)
+    trainer.on_train_start()
+    yield trainer
+    trainer.on_train_end()
+
+
+def test_cached_embedding_equals_online_without_augmentation(cached_trainer):
+    network = cached_trainer.nnsam_network()
+    for _ in range(3):
+        batch = next(cached_trainer.dataloader_val)  # nnU-Net's validation pipeline: no augmentation
+        online = _online_embedding(network, batch["data"])
+        assert batch["embedding"].shape == online.shape
+        # float16 storage: relative error ~1e-3
+        assert (batch["embedding"] - online).abs().max() <= 2e-3 * online.abs().max()
+
+
+def test_cached_training_never_runs_the_encoder_and_tracks_augmented_patches(cached_trainer):
+    network = cached_trainer.nnsam_network()
+    calls = []
+    handle = network.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    cached_trainer.on_train_epoch_start()
+    unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
+    batches = [next(cached_trainer.dataloader_train) for _ in range(10)]
+    for batch in batches[:2]:
+        cached_trainer.train_step(batch)
+    cached_trainer.on_validation_epoch_start()
+    cached_trainer.validation_step(next(cached_trainer.dataloader_val))
+    handle.remove()
+    assert not calls, "a cached train/validation step ran the encoder"
+    assert any(not torch.equal(unet_before[k], v) for k, v in network.unet.state_dict().items())
+
+    cosines = torch.cat([F.cosine_similarity(b["embedding"], _online_embedding(network, b["data"]), dim=1)
+                         .mean(dim=(1, 2)) for b in batches])
+    assert cosines.median() > MIN_MEDIAN_COSINE_AUGMENTED, cosines
+
+
+def test_cache_is_reused_by_the_next_fold(cached_trainer, synthetic_nnunet, monkeypatch):
+    assert "nnSAM embedding cache" in open(cached_trainer.log_file).read()
+    other_fold = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch)
+    other_fold.fold = 1
+    other_fold.initialize()
+    other_fold.load_pretrained_encoder()
+    cache = other_fold.prepare_embedding_cache()
+    assert cache.folder == cached_trainer.embedding_cache.folder
+    assert "16 cases reused, 0 built" in open(other_fold.log_file).read()
