@@ -15,7 +15,8 @@ cosine similarity over the 256 channels, averaged over the cells. Rows:
 * nnU-Net pipeline: nnU-Net's full training augmentation, intensity transforms included (the cache never sees
   those; the online encoder does).
 
-Prints a markdown table (median, quartiles, minimum per row). Runs on the CPU.
+``--mirrored-views`` caches every slice mirrored too (the ``_CachedMirrored`` trainers). Prints a markdown table
+(median, quartiles, minimum per row). Runs on the CPU.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--samples", type=int, default=16, help="patches per augmentation row")
     parser.add_argument("--cases", type=int, default=8, help="cases encoded into the cache")
     parser.add_argument("--encoder", default="litemedsam", choices=["litemedsam", "mobilesam"])
+    parser.add_argument("--mirrored-views", action="store_true",
+                        help="cache each slice mirrored too (4 views, as nnSAMTrainer_*_CachedMirrored)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args()
 
@@ -104,7 +107,7 @@ def main() -> None:
     }
 
     with tempfile.TemporaryDirectory(prefix="nnsam_fidelity_") as tmp:
-        cache = EmbeddingCache(tmp, CacheKey.for_encoder(network.image_encoder, patch))
+        cache = EmbeddingCache(tmp, CacheKey.for_encoder(network.image_encoder, patch, args.mirrored_views))
         cache.build(dataset, chosen, network.image_encoder, torch.device("cpu"))
         cells = network.fusion_cells(patch)
         results = {}
@@ -121,7 +124,8 @@ def main() -> None:
                 cosines.append(F.cosine_similarity(batch["embedding"], online, dim=1).mean().item())
             results[name] = np.array(cosines)
 
-    print(f"\n## Cached vs online embedding, {args.preprocessed.name} ({args.encoder}, patch {patch}, "
+    views = "4 views (mirrored)" if args.mirrored_views else "1 view"
+    print(f"\n## Cached vs online embedding, {args.preprocessed.name} ({args.encoder}, {views}, patch {patch}, "
           f"{len(chosen)} cases, {args.samples} patches per row, seed {args.seed})")
     print("| augmentation | median cosine | quartiles | min |")
     print("|---|---|---|---|")

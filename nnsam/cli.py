@@ -29,6 +29,10 @@ def main(argv: list[str] | None = None) -> int:
     temporal.add_argument("dataset", help="dataset id or name, planned with -c 2d 3d_fullres")
     temporal.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
     temporal.add_argument("--plans", default="nnUNetPlans", help="plans identifier (default nnUNetPlans)")
+    echo_metrics = sub.add_parser("echo-metrics",
+                                  help="CAMUS metrics per structure (LV, MYO, LA, epicardium) and phase (ED, ES)")
+    echo_metrics.add_argument("predictions", help="folder of predicted label maps (e.g. nnUNetv2_predict's output)")
+    echo_metrics.add_argument("references", help="folder of reference label maps with the same file names")
     args = parser.parse_args(argv)
     if args.command == "trainer-dir":
         print(trainer_dir())
@@ -37,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
         return camus.run(args)
     if args.command == "add-temporal-config":
         return _add_temporal_config(args)
+    if args.command == "echo-metrics":
+        return _echo_metrics(args)
     return fewshot_command.run(args)
 
 
@@ -60,6 +66,25 @@ def _add_temporal_config(args: argparse.Namespace) -> int:
         print(f"nnsam add-temporal-config: error: {error}", file=sys.stderr)
         return 2
     print(f"Added {TEMPORAL_CONFIGURATION} (clips of {args.frames} frames) to {plans_file}.")
+    return 0
+
+
+def _echo_metrics(args: argparse.Namespace) -> int:
+    from nnsam.echo.structure_metrics import evaluate_folder, summarise
+
+    try:
+        rows = evaluate_folder(args.predictions, args.references)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"nnsam echo-metrics: error: {error}", file=sys.stderr)
+        return 2
+    if not rows:
+        print(f"nnsam echo-metrics: error: no .nii.gz label maps in {args.references}", file=sys.stderr)
+        return 2
+    print("| structure | phase | Dice | IoU | HD (mm) | HD95 (mm) | MSD (mm) |")
+    print("|---|---|---|---|---|---|---|")
+    for (structure, phase), values in sorted(summarise(rows).items(), key=lambda item: (item[0][0], str(item[0][1]))):
+        cells = " | ".join(f"{mean:.3f} ± {sd:.3f}" for mean, sd in values.values())
+        print(f"| {structure} | {phase or 'all'} | {cells} |")
     return 0
 
 

@@ -35,7 +35,7 @@ def test_whole_frame_sampling_equals_resizing_the_embedding():
     torch.manual_seed(0)
     embedding = torch.randn(6, 16, 16)
     coordinates = frame_grid_coordinates((0, 0), (64, 80), (64, 80), (64, 80))
-    sampled = sample_at_cells(embedding, coordinates, (8, 10))
+    sampled = sample_at_cells(embedding[None], coordinates, (8, 10))
     resized = F.interpolate(embedding[None], size=(8, 10), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(sampled, resized, atol=1e-5, rtol=1e-5)
 
@@ -45,7 +45,7 @@ def test_sampling_follows_crops_into_the_padding():
     torch.manual_seed(0)
     embedding = torch.randn(3, 16, 16)
     coordinates = frame_grid_coordinates((-16, -16), (32, 32), (32, 32), (64, 64))
-    sampled = sample_at_cells(embedding, coordinates, (4, 4))
+    sampled = sample_at_cells(embedding[None], coordinates, (4, 4))
     whole = F.interpolate(embedding[None], size=(8, 8), mode="bilinear", align_corners=False)[0]
     torch.testing.assert_close(sampled, whole[:, :4, :4], atol=1e-5, rtol=1e-5)
 
@@ -59,6 +59,7 @@ def test_mirroring_and_rotation_through_nnunets_transforms_move_the_embedding_wi
     torch.manual_seed(0)
     embedding = torch.randn(4, 16, 16)
     coordinates = frame_grid_coordinates((0, 0), (64, 64), (64, 64), (64, 64))
+    embedding = embedding[None]  # one view
     plain = sample_at_cells(embedding, coordinates, (8, 8))
 
     np.random.seed(0)
@@ -75,7 +76,7 @@ def test_mirroring_and_rotation_through_nnunets_transforms_move_the_embedding_wi
 
 
 def test_cells_outside_everything_get_zero_embedding():
-    embedding = torch.ones(2, 8, 8)
+    embedding = torch.ones(1, 2, 8, 8)
     coordinates = frame_grid_coordinates((0, 0), (32, 32), (32, 32), (32, 32))
     coordinates[:, :, 16:] = 0  # what nnU-Net's spatial transform leaves where it sampled outside the crop
     sampled = sample_at_cells(embedding, coordinates, (4, 4))
@@ -125,9 +126,9 @@ def dataset():
     return _Dataset({f"case{i}": rng.normal(size=(1, 3, 24, 28)).astype(np.float32) for i in range(3)})
 
 
-def _build(tmp_path, dataset, encoder=None):
+def _build(tmp_path, dataset, encoder=None, mirrored_views=False):
     encoder = encoder or _encoder()
-    cache = EmbeddingCache(tmp_path, CacheKey.for_encoder(encoder, (32, 32)))
+    cache = EmbeddingCache(tmp_path, CacheKey.for_encoder(encoder, (32, 32), mirrored_views))
     counts = cache.build(dataset, dataset.identifiers, encoder, torch.device("cpu"), progress=False)
     return cache, counts
 
@@ -136,10 +137,10 @@ def test_store_builds_once_and_matches_the_encoder(tmp_path, dataset):
     cache, counts = _build(tmp_path, dataset)
     assert counts == {"reused": 0, "built": 3, "slices_encoded": 9}
     embeddings = cache.open("case1")
-    assert embeddings.shape == (3, 4, 8, 8) and embeddings.dtype == np.float16
+    assert embeddings.shape == (3, 1, 4, 8, 8) and embeddings.dtype == np.float16
     slices = torch.from_numpy(dataset.cases["case1"]).permute(1, 0, 2, 3)
     expected = _encoder()(pad_to_frame(slices, (32, 32)))
-    torch.testing.assert_close(torch.from_numpy(np.asarray(embeddings, dtype=np.float32)), expected,
+    torch.testing.assert_close(torch.from_numpy(np.asarray(embeddings[:, 0], dtype=np.float32)), expected,
                                atol=2e-3, rtol=2e-3)
     record = json.loads(cache.record_file("case1").read_text())
     assert record["frame"] == [32, 32] and record["padding_before"] == [4, 2]
@@ -205,3 +206,23 @@ def test_store_ignores_a_partial_write(tmp_path, dataset, monkeypatch):
     assert not cache.is_valid("case0", sha256_of_array(dataset.cases["case0"]))
     assert not list(cache.folder.glob(".*.part"))
     assert _build(tmp_path, dataset)[1]["built"] == 1
+
+
+def test_mirrored_views_make_a_mirrored_patch_exact(tmp_path, dataset):
+    # The tiny encoder is not mirror-equivariant (like TinyViT), so the warped single view differs from the online
+    # embedding of the mirrored frame, and the mirrored view equals it.
+    cache, counts = _build(tmp_path, dataset, mirrored_views=True)
+    assert counts["slices_encoded"] == 9 and cache.folder.name.endswith("_mirrored")
+    views = torch.from_numpy(np.asarray(cache.open("case0")[1], dtype=np.float32))
+    assert views.shape == (4, 4, 8, 8)
+    frame = pad_to_frame(torch.from_numpy(dataset.cases["case0"][:, 1][None]), (32, 32))
+    coordinates = frame_grid_coordinates((-4, -2), (32, 32), (24, 28), (32, 32))
+    for axes in ([1], [0], [0, 1]):  # MirrorTransform's spatial axes: 0 = rows (y), 1 = columns (x)
+        mirror = MirrorTransform(allowed_axes=(0, 1))
+        mirrored = mirror.apply({"image": frame[0].clone(), "regression_target": coordinates.clone()}, axes=axes)
+        online = F.interpolate(_encoder()(mirrored["image"][None]), size=(4, 4), mode="bilinear",
+                               align_corners=False)[0]
+        exact = sample_at_cells(views, mirrored["regression_target"], (4, 4))
+        warped = sample_at_cells(views[:1], mirrored["regression_target"], (4, 4))
+        torch.testing.assert_close(exact, online, atol=5e-3, rtol=5e-3)
+        assert (warped - online).abs().max() > 0.05

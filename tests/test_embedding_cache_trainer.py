@@ -70,3 +70,24 @@ def test_cache_is_reused_by_the_next_fold(cached_trainer, synthetic_nnunet, monk
     cache = other_fold.prepare_embedding_cache()
     assert cache.folder == cached_trainer.embedding_cache.folder
     assert "16 cases reused, 0 built" in open(other_fold.log_file).read()
+
+
+def test_cached_training_compiles_into_one_graph(synthetic_nnunet, monkeypatch):
+    """nnU-Net's compile switch on: the embedding arrives as a new tensor every step (a module attribute set around
+    nnU-Net's train_step); that must neither break the graph nor recompile it."""
+    import torch._dynamo
+    from torch._dynamo.eval_frame import _debug_get_cache_entry_list
+
+    from nnsam.networks.fusion import SAMFusedUNet
+
+    torch._dynamo.reset()
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
+    monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)  # nnU-Net switches compile off on CPU
+    trainer.on_train_start()
+    assert isinstance(trainer.network, torch._dynamo.OptimizedModule)
+    trainer.on_train_epoch_start()
+    losses = [float(trainer.train_step(next(trainer.dataloader_train))["loss"]) for _ in range(3)]
+    assert all(abs(loss) < 10 for loss in losses)
+    assert len(_debug_get_cache_entry_list(SAMFusedUNet.forward.__code__)) == 1
+    trainer.on_train_end()
+    torch._dynamo.reset()

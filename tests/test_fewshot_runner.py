@@ -242,7 +242,11 @@ def test_demo_defaults_plan_a_small_synthetic_experiment(tmp_path: Path, capsys:
     assert plan.synthetic and plan.ns == command.DEMO_N and plan.trainers == command.DEFAULT_TRAINERS
     assert len(plan.specs) == len(command.DEMO_N) * len(command.DEFAULT_TRAINERS)
     budget = plan.specs[0].budget
-    assert (budget.epochs, budget.iters_per_epoch, budget.val_iters, budget.batch_size) == (2, 12, 1, 2)
+    assert (budget.epochs, budget.iters_per_epoch, budget.val_iters, budget.batch_size) == tuple(
+        command.DEMO_BUDGET[k] for k in ("epochs", "iters_per_epoch", "val_iters", "batch_size"))
+    # The demo must learn the synthetic data (README promises it): more than a token budget, from the cache.
+    assert budget.epochs * budget.iters_per_epoch >= 100
+    assert any(t.endswith("_Cached") for t in plan.trainers)
     assert budget.disable_tta  # demo on CPU
     assert len(plan.specs[0].test_cases) == 4
     # Both trainers of one (N, seed) share the fold and thus the cases.

@@ -49,22 +49,45 @@ def frame_grid_coordinates(first_pixel: Sequence[int], size: Sequence[int], slic
     return torch.stack((x, y, torch.ones_like(x)))
 
 
+# The views a cache may hold of each frame, in this order: as it is, mirrored left-right (x), mirrored up-down (y),
+# both; as (x, y) signs of the normalised frame coordinates.
+MIRRORED_VIEWS = ((1, 1), (-1, 1), (1, -1), (-1, -1))
+
+
+def mirror_view_of(grid: torch.Tensor) -> int:
+    """Which of ``MIRRORED_VIEWS`` a patch's cell grid (h, w, 2: frame x, y) looks at: a view is mirrored along an
+    axis where the frame coordinate runs against the patch's (for a rotated patch: the flips that leave the smallest
+    residual rotation)."""
+    along_columns = (grid[:, 1:, 0] - grid[:, :-1, 0]).mean() if grid.shape[1] > 1 else grid.new_tensor(1.0)
+    along_rows = (grid[1:, :, 1] - grid[:-1, :, 1]).mean() if grid.shape[0] > 1 else grid.new_tensor(1.0)
+    return int(along_columns < 0) + 2 * int(along_rows < 0)
+
+
 def sample_at_cells(embedding: torch.Tensor, coordinates: torch.Tensor, cells: Sequence[int],
                     min_weight: float = 1e-3) -> torch.Tensor:
-    """The embedding (D, g, g) of a frame, sampled at the centres of a patch's fusion cells.
+    """A frame's cached embedding, sampled at the centres of a patch's fusion cells.
 
-    ``coordinates``: the patch's (3, H, W) homogeneous frame coordinates after augmentation (see
-    ``frame_grid_coordinates``); ``cells``: the fusion skip's (h, w). Averaging the coordinates over each cell gives
-    its centre (exact for affine maps), which is where ``F.interpolate(embedding, (h, w), mode="bilinear")`` samples
-    the embedding of a patch encoded on its own. Sampling is bilinear with border clamping, as that interpolation
-    is; cells whose weight is (nearly) zero lie outside everything the augmentation saw and get a zero embedding.
+    ``embedding``: (V, D, g, g), the frame's views: V = 1 (the frame) or 4 (``MIRRORED_VIEWS``: the frame encoded
+    as it is and mirrored). ``coordinates``: the patch's (3, H, W) homogeneous frame coordinates after augmentation
+    (see ``frame_grid_coordinates``); ``cells``: the fusion skip's (h, w). Averaging the coordinates over each cell
+    gives its centre (exact for affine maps), which is where ``F.interpolate(embedding, (h, w), mode="bilinear")``
+    samples the embedding of a patch encoded on its own. With mirrored views, a mirrored patch reads the view
+    encoded in its own orientation (so a mirrored crop is exact) instead of a mirrored warp of the unmirrored one.
+    Sampling is bilinear with border clamping, as that interpolation is; cells whose weight is (nearly) zero lie
+    outside everything the augmentation saw and get a zero embedding.
     """
     pooled = F.adaptive_avg_pool2d(coordinates[None].float(), tuple(int(c) for c in cells))[0]
     weight = pooled[2]
     inside = weight > min_weight
-    grid = pooled[:2] / torch.where(inside, weight, torch.ones_like(weight))
-    sampled = F.grid_sample(embedding[None].float(), grid.permute(1, 2, 0)[None], mode="bilinear",
-                            padding_mode="border", align_corners=False)[0]
+    grid = (pooled[:2] / torch.where(inside, weight, torch.ones_like(weight))).permute(1, 2, 0)
+    view = 0
+    if embedding.shape[0] == len(MIRRORED_VIEWS):
+        view = mirror_view_of(grid)
+        grid = grid * grid.new_tensor(MIRRORED_VIEWS[view])
+    elif embedding.shape[0] != 1:
+        raise ValueError(f"A cached frame holds 1 or {len(MIRRORED_VIEWS)} views, not {embedding.shape[0]}.")
+    sampled = F.grid_sample(embedding[view][None].float(), grid[None], mode="bilinear", padding_mode="border",
+                            align_corners=False)[0]
     return sampled * inside.to(sampled.dtype)
 
 

@@ -1,12 +1,12 @@
 """The embedding cache on disk.
 
-One file per preprocessed case: ``<identifier>.npy``, float16 (Z, D, g, g), the embedding of every slice in its
-frame (see ``nnsam.cache.frames``), beside ``<identifier>.json``, which records what the embeddings were computed
+One file per preprocessed case: ``<identifier>.npy``, float16 (Z, V, D, g, g), the embedding of every slice in its
+frame (see ``nnsam.cache.frames``; V = 1, or 4 with mirrored views), beside ``<identifier>.json``, which records what the embeddings were computed
 from. Caches live next to nnU-Net's preprocessed data,
 
     nnUNet_preprocessed/DatasetXXX/nnsam_embeddings/<plans>_<configuration>/<encoder>_<input mode>_<weights>_<frame>/
 
-one folder per key (encoder, encoder-weights SHA-256, input mode, minimum frame = patch size), so trainers with
+one folder per key (encoder, encoder-weights SHA-256, input mode, minimum frame = patch size, views), so trainers with
 different encoders can share a dataset. A case is reused only when its record names the same key, the SHA-256 of
 the preprocessed data it was computed from still matches, and the embedding file's own SHA-256 matches (a truncated,
 partial or altered file is rebuilt, never read). Files are written under temporary names and renamed into place,
@@ -25,11 +25,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from nnsam.cache.frames import pad_to_frame, slice_frame, to_numpy_slices
+from nnsam.cache.frames import MIRRORED_VIEWS, pad_to_frame, slice_frame, to_numpy_slices
 from nnsam.networks.image_encoder import FrozenImageEncoder
 
 CACHE_FOLDER = "nnsam_embeddings"  # under nnUNet_preprocessed/DatasetXXX
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a views axis (Z, V, D, g, g)
 EMBEDDING_DTYPE = np.float16
 
 
@@ -41,10 +41,16 @@ class CacheKey:
     weights_sha256: str
     input_mode: str
     patch_size: tuple[int, int]  # slices are padded to at least this (the predictor's padding)
+    mirrored_views: bool = False  # also encode each frame mirrored along x, y and both (4 views, 4x the cost)
+
+    @property
+    def num_views(self) -> int:
+        return len(MIRRORED_VIEWS) if self.mirrored_views else 1
 
     def folder_name(self) -> str:
         h, w = self.patch_size
-        return f"{self.encoder}_{self.input_mode}_{self.weights_sha256[:12]}_frame{h}x{w}"
+        views = "_mirrored" if self.mirrored_views else ""
+        return f"{self.encoder}_{self.input_mode}_{self.weights_sha256[:12]}_frame{h}x{w}{views}"
 
     def as_record(self) -> dict:
         record = asdict(self)
@@ -52,10 +58,12 @@ class CacheKey:
         return record
 
     @classmethod
-    def for_encoder(cls, encoder: FrozenImageEncoder, patch_size: Sequence[int]) -> "CacheKey":
+    def for_encoder(cls, encoder: FrozenImageEncoder, patch_size: Sequence[int],
+                    mirrored_views: bool = False) -> "CacheKey":
         if not encoder.has_pretrained_weights:
             raise RuntimeError("The embedding cache needs the encoder's pretrained weights loaded first.")
-        return cls(encoder.name, encoder.weights_sha256, encoder.input_mode, tuple(int(p) for p in patch_size))
+        return cls(encoder.name, encoder.weights_sha256, encoder.input_mode, tuple(int(p) for p in patch_size),
+                   bool(mirrored_views))
 
 
 def sha256_of_array(array: np.ndarray) -> str:
@@ -83,11 +91,22 @@ def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
         partial.unlink(missing_ok=True)
 
 
+def mirrored_views(frames: torch.Tensor, num_views: int) -> torch.Tensor:
+    """(N, C, H, W) frames -> (N * num_views, C, H, W): each frame followed by its mirrored views
+    (``MIRRORED_VIEWS`` order: x flips the last axis, y the one before)."""
+    if num_views == 1:
+        return frames
+    flips = [[axis for axis, sign in zip((-1, -2), view) if sign < 0] for view in MIRRORED_VIEWS]
+    views = [frames.flip(f) if f else frames for f in flips]
+    return torch.stack(views, dim=1).flatten(0, 1)
+
+
 @torch.no_grad()
 def encode_case(encoder: FrozenImageEncoder, data, patch_size: Sequence[int], device: torch.device,
                 allocate: Callable[[tuple[int, ...]], np.ndarray] | None = None, slices_per_batch: int = 1,
-                on_slices: Callable[[int], None] | None = None) -> np.ndarray:
-    """Embeddings (Z, D, g, g) of every slice of preprocessed data (C, Z, H, W), each in its frame, as float16.
+                on_slices: Callable[[int], None] | None = None, num_views: int = 1) -> np.ndarray:
+    """Embeddings (Z, V, D, g, g) of every slice of preprocessed data (C, Z, H, W), each in its frame (and its
+    mirrored views when ``num_views`` is 4), as float16.
 
     ``allocate(shape)`` gives the array to fill (default: in memory); the store passes a memory-mapped file, so a
     volume of hundreds of slices never has to fit into memory.
@@ -97,7 +116,9 @@ def encode_case(encoder: FrozenImageEncoder, data, patch_size: Sequence[int], de
     for start in range(0, num_slices, slices_per_batch):
         stop = min(start + slices_per_batch, num_slices)
         slices = torch.from_numpy(to_numpy_slices(data, slice(start, stop))).permute(1, 0, 2, 3)  # (N, C, H, W)
-        embedding = encoder(pad_to_frame(slices, patch_size).to(device)).float().cpu().numpy()
+        frames = mirrored_views(pad_to_frame(slices, patch_size), num_views)
+        embedding = encoder(frames.to(device)).float().cpu().numpy()
+        embedding = embedding.reshape(stop - start, num_views, *embedding.shape[1:])
         if out is None:
             shape = (num_slices, *embedding.shape[1:])
             out = allocate(shape) if allocate is not None else np.empty(shape, dtype=EMBEDDING_DTYPE)
@@ -153,7 +174,7 @@ class EmbeddingCache:
                 return np.lib.format.open_memmap(partial, mode="w+", dtype=EMBEDDING_DTYPE, shape=wanted)
 
             embeddings = encode_case(encoder, data, self.key.patch_size, device, allocate, slices_per_batch,
-                                     on_slices)
+                                     on_slices, self.key.num_views)
             embeddings.flush()
             shape = embeddings.shape
             del embeddings
@@ -197,7 +218,7 @@ class EmbeddingCache:
         return {"reused": len(identifiers) - len(missing), "built": len(missing), "slices_encoded": total_slices}
 
     def open(self, identifier: str) -> np.ndarray:
-        """The case's embeddings (Z, D, g, g), memory-mapped (only the slices read are loaded)."""
+        """The case's embeddings (Z, V, D, g, g), memory-mapped (only the slices read are loaded)."""
         if identifier not in self._open:
             self._open[identifier] = np.load(self.embedding_file(identifier), mmap_mode="r")
         return self._open[identifier]

@@ -4,7 +4,9 @@ from nnsam.trainers.nnSAMTrainer import nnSAMTrainer
 from nnsam.trainers.variants.attention.nnSAMTrainer_LIA import nnSAMTrainer_LIA, nnSAMTrainer_LiteMedSAM_LIA
 from nnsam.trainers.variants.embedding_cache.nnSAMTrainer_Cached import (
     nnSAMTrainer_Cached,
+    nnSAMTrainer_CachedMirrored,
     nnSAMTrainer_LiteMedSAM_Cached,
+    nnSAMTrainer_LiteMedSAM_CachedMirrored,
 )
 from nnsam.trainers.variants.encoder.nnSAMTrainer_LiteMedSAM import nnSAMTrainer_LiteMedSAM
 from nnsam.trainers.variants.input.nnSAMTrainer_ZScoreInput import nnSAMTrainer_ZScoreInput
@@ -15,6 +17,7 @@ from nnsam.trainers.variants.temporal.nnSAMTrainer_TRA import (
     nnSAMTrainer_TRA_LIA,
 )
 
-__all__ = ["nnSAMTrainer", "nnSAMTrainer_Cached", "nnSAMTrainer_LIA", "nnSAMTrainer_LiteMedSAM",
-           "nnSAMTrainer_LiteMedSAM_Cached", "nnSAMTrainer_LiteMedSAM_LIA", "nnSAMTrainer_LiteMedSAM_TRA",
-           "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA", "nnSAMTrainer_ZScoreInput"]
+__all__ = ["nnSAMTrainer", "nnSAMTrainer_Cached", "nnSAMTrainer_CachedMirrored", "nnSAMTrainer_LIA",
+           "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_LiteMedSAM_Cached", "nnSAMTrainer_LiteMedSAM_CachedMirrored",
+           "nnSAMTrainer_LiteMedSAM_LIA", "nnSAMTrainer_LiteMedSAM_TRA", "nnSAMTrainer_LiteMedSAM_TRA_LIA",
+           "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA", "nnSAMTrainer_ZScoreInput"]

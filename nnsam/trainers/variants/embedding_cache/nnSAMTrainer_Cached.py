@@ -11,6 +11,8 @@ What the encoder sees is the whole slice (padded to the patch size, as nnU-Net's
 Prediction is nnU-Net's predictor, unchanged: it encodes every sliding window, which for a slice that fits into one
 window is exactly what the cache holds. Rotated, scaled and mirrored samples get the warped slice embedding, which
 is close to, not equal to, the embedding of the warped slice (docs/results.md has the measured similarity and Dice).
+The ``_CachedMirrored`` trainers also cache every slice mirrored along x, y and both (4x the build time and disk), so
+that mirrored samples, two thirds of nnU-Net's 2D samples, read an embedding encoded in their own orientation.
 """
 from __future__ import annotations
 
@@ -33,6 +35,7 @@ class EmbeddingCacheMixin:
     """Trains an nnSAM trainer from cached slice embeddings (mix in before the trainer)."""
 
     embedding_cache: EmbeddingCache | None = None
+    cache_mirrored_views: bool = False  # True: 4 views per slice (as is, mirrored x, y, both)
 
     def embedding_cache_root(self) -> Path:
         return (Path(self.preprocessed_dataset_folder_base) / CACHE_FOLDER
@@ -42,14 +45,15 @@ class EmbeddingCacheMixin:
         """Build what is missing or stale in this fold's cache (rank 0 only under DDP) and return the cache."""
         encoder = self.nnsam_network().image_encoder
         cache = EmbeddingCache(self.embedding_cache_root(),
-                               CacheKey.for_encoder(encoder, self.configuration_manager.patch_size))
+                               CacheKey.for_encoder(encoder, self.configuration_manager.patch_size,
+                                                    self.cache_mirrored_views))
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
         dataset_tr, dataset_val = self.get_tr_and_val_datasets()
         identifiers = sorted(set(dataset_tr.identifiers) | set(dataset_val.identifiers))
         if self.local_rank == 0:
             counts = cache.build(self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers,
-                                 encoder, self.device, slices_per_batch=16 if self.device.type == "cuda" else 1)
+                                 encoder, self.device, slices_per_batch=8 if self.device.type == "cuda" else 1)
             self.print_to_log_file(
                 f"nnSAM embedding cache {cache.folder}: {counts['reused']} cases reused, {counts['built']} built "
                 f"({counts['slices_encoded']} slices encoded), {cache.size_bytes(identifiers) / 2**20:.0f} MiB.")
@@ -90,3 +94,15 @@ class nnSAMTrainer_Cached(EmbeddingCacheMixin, nnSAMTrainer):
 
 class nnSAMTrainer_LiteMedSAM_Cached(EmbeddingCacheMixin, nnSAMTrainer_LiteMedSAM):
     """nnSAMTrainer_LiteMedSAM trained from the embedding cache."""
+
+
+class nnSAMTrainer_CachedMirrored(nnSAMTrainer_Cached):
+    """nnSAMTrainer_Cached with each slice also cached mirrored (4 views)."""
+
+    cache_mirrored_views = True
+
+
+class nnSAMTrainer_LiteMedSAM_CachedMirrored(nnSAMTrainer_LiteMedSAM_Cached):
+    """nnSAMTrainer_LiteMedSAM_Cached with each slice also cached mirrored (4 views)."""
+
+    cache_mirrored_views = True
