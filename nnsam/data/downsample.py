@@ -4,6 +4,10 @@ HC18's ultrasound images are about 800x540 pixels of 0.1 mm; nnU-Net plans 640x8
 large to train on a CPU in minutes. Resampling by an integer factor (spacing scaled accordingly, so distances
 stay in mm) keeps the anatomy and makes CPU experiments possible. Only the in-plane axes (SimpleITK's x and y) are
 resampled: the slices of a 3D volume (ACDC's short-axis stacks) are kept as they are. The source folder is only read.
+
+nnU-Net's 2D configuration slices along the axis of coarsest spacing. A volume whose slice spacing would end up finer
+than its new in-plane spacing (ACDC's files say 1 mm everywhere: 2 x 2 x 1 mm after halving in-plane) would make
+nnU-Net slice it sideways, so its slice spacing is raised to the in-plane one; the voxels are not touched.
 """
 from __future__ import annotations
 
@@ -21,6 +25,8 @@ def _resample(image: sitk.Image, factor: int, interpolator: int) -> sitk.Image:
     factors = [factor if axis < IN_PLANE_AXES else 1 for axis in range(image.GetDimension())]
     size = [max(1, s // f) for s, f in zip(image.GetSize(), factors)]
     spacing = [sp * f for sp, f in zip(image.GetSpacing(), factors)]
+    if image.GetDimension() > IN_PLANE_AXES:  # keep the slice axis the coarsest, so nnU-Net still slices along it
+        spacing[IN_PLANE_AXES:] = [max(sp, *spacing[:IN_PLANE_AXES]) for sp in spacing[IN_PLANE_AXES:]]
     return sitk.Resample(image, size, sitk.Transform(), interpolator, image.GetOrigin(), spacing,
                          image.GetDirection(), 0, image.GetPixelID())
 
