@@ -395,3 +395,19 @@ def test_format_errors_are_camus_format_errors(camus_copy: Path, tmp_path: Path)
     BAD_INPUTS["label value out of range"][0](camus_copy)
     with pytest.raises(CamusFormatError, match="label values"):
         convert_camus(camus_copy, tmp_path / "out")
+
+
+def test_fewshot_official_split_holds_out_the_official_test_patients(conversion, tmp_path: Path) -> None:
+    import argparse
+
+    from nnsam.fewshot import command
+
+    datasets, _, _ = conversion
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    args = parser.parse_args([str(datasets.key_frames), "--split", "official", "--n", "4", "--out", str(tmp_path / "fs"),
+                              "--trainers", "nnUNetTrainer", "--device", "cpu"])
+    plan = command.plan_experiment(args)
+    official = read_official_split(datasets.key_frames)
+    assert sorted(plan.specs[0].test_cases) == sorted(official["testing"])
+    assert set(plan.specs[0].train_cases) <= set(official["training"]) | set(official["validation"])

@@ -1,5 +1,5 @@
-"""nnSAMTrainer_LiteMedSAM_Cached inside nnU-Net's own training machinery (in-process, synthetic preprocessed data,
-LiteMedSAM's shipped weights)."""
+"""Training from the embedding cache (nnSAMTrainer's default) inside nnU-Net's own training machinery (in-process,
+synthetic preprocessed data, LiteMedSAM's shipped weights)."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from test_trainer import _make_trainer
-from nnsam.trainers import nnSAMTrainer_LiteMedSAM_Cached
+from nnsam.trainers import nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Online
 
 # Median cosine similarity, over augmented training samples of the synthetic data, between the embedding taken
 # from the cache and the online embedding of the same augmented patch (nnU-Net's full augmentation: crops shifted
@@ -24,7 +24,7 @@ def _online_embedding(network, data):
 
 @pytest.fixture
 def cached_trainer(synthetic_nnunet, monkeypatch):
-    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch)
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
     trainer.oversample_foreground_percent = 0.0  # patches = whole slices (64x80 images, 64x80 patch)
     trainer.on_train_start()
     yield trainer
@@ -63,7 +63,7 @@ def test_cached_training_never_runs_the_encoder_and_tracks_augmented_patches(cac
 
 def test_cache_is_reused_by_the_next_fold(cached_trainer, synthetic_nnunet, monkeypatch):
     assert "nnSAM embedding cache" in open(cached_trainer.log_file).read()
-    other_fold = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch)
+    other_fold = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
     other_fold.fold = 1
     other_fold.initialize()
     other_fold.load_pretrained_encoder()
@@ -81,7 +81,7 @@ def test_cached_training_compiles_into_one_graph(synthetic_nnunet, monkeypatch):
     from nnsam.networks.fusion import SAMFusedUNet
 
     torch._dynamo.reset()
-    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Cached, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
     monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)  # nnU-Net switches compile off on CPU
     trainer.on_train_start()
     assert isinstance(trainer.network, torch._dynamo.OptimizedModule)
@@ -91,3 +91,20 @@ def test_cached_training_compiles_into_one_graph(synthetic_nnunet, monkeypatch):
     assert len(_debug_get_cache_entry_list(SAMFusedUNet.forward.__code__)) == 1
     trainer.on_train_end()
     torch._dynamo.reset()
+
+
+def test_online_variant_encodes_every_sample_and_builds_no_cache(synthetic_nnunet, monkeypatch):
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Online, synthetic_nnunet, monkeypatch)
+    monkeypatch.setattr(trainer, "prepare_embedding_cache",
+                        lambda: pytest.fail("an online trainer prepared the embedding cache"))
+    trainer.on_train_start()
+    network = trainer.nnsam_network()
+    calls = []
+    handle = network.image_encoder.register_forward_hook(lambda *args: calls.append(1))
+    trainer.on_train_epoch_start()
+    batch = next(trainer.dataloader_train)
+    assert "embedding" not in batch
+    trainer.train_step(batch)
+    handle.remove()
+    assert calls, "an online train step did not run the encoder"
+    trainer.on_train_end()

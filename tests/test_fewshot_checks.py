@@ -42,6 +42,9 @@ def _refused(argv: list[str], out: Path, capsys: pytest.CaptureFixture) -> str:
         (["--group-regex", "(patient"], "--group-regex '(patient' is not a valid regular expression"),
         (["--test-fraction", "1.5"], "--test-fraction must be in (0, 1)"),
         (["--trainers", "nnUNetTrainerTypo"], "unknown trainer 'nnUNetTrainerTypo'"),
+        (["--split", "official"], "--split official needs the split record camus_split.json"),
+        (["--trainers", "nnUNetTrainer@ResEncXXL"], "unknown plans 'ResEncXXL' in 'nnUNetTrainer@ResEncXXL'"),
+        (["--trainers", "nnUNetTrainerTypo@ResEncM"], "unknown trainer 'nnUNetTrainerTypo'"),
     ],
 )
 def test_bad_options_are_refused_before_anything_is_written(

@@ -10,7 +10,8 @@ import pytest
 
 from nnsam.data.synthetic import make_synthetic_dataset
 
-TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
+# nnUNetTrainer@ResEncM: nnU-Net's ResEnc M baseline, planned with its own planner and plans.
+TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM", "nnUNetTrainer@ResEncM"]
 
 
 @pytest.mark.e2e
@@ -46,7 +47,7 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         summary = (out / "summary.md").read_text()
         assert "| N | nnUNetTrainer |" in summary and "Protocol: the test set was held out before planning" in summary
         # The terminal shows the Dice table and where the plot is.
-        assert "| N | nnUNetTrainer | nnSAMTrainer_LiteMedSAM |" in first.stdout and f"Plot:     {out / 'fewshot.png'}" in first.stdout
+        assert "| N | nnUNetTrainer | nnSAMTrainer_LiteMedSAM | nnUNetTrainer@ResEncM |" in first.stdout and f"Plot:     {out / 'fewshot.png'}" in first.stdout
 
         # The test set was never seen by nnU-Net: not planned, not preprocessed, in no train or val list.
         dataset_name = "Dataset990_Tiny"
@@ -63,6 +64,8 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
                 assert sorted(p.name for p in predictions.glob("*.nii.gz")) == sorted(f"{c}.nii.gz" for c in test_cases)
         results_root = out / "nnUNet_results" / dataset_name
         assert len(list(results_root.rglob("checkpoint_final.pth"))) == len(TRAINERS) * 2
+        resenc = json.loads((results_root / "nnUNetTrainer__nnUNetResEncUNetMPlans__2d" / "plans.json").read_text())
+        assert resenc["configurations"]["2d"]["architecture"]["network_class_name"].endswith("ResidualEncoderUNet")
         assert not list(results_root.rglob("checkpoint_best.pth")) and not list(results_root.rglob("validation"))
 
         # A rerun finds everything done and trains nothing.

@@ -246,7 +246,8 @@ def test_demo_defaults_plan_a_small_synthetic_experiment(tmp_path: Path, capsys:
         command.DEMO_BUDGET[k] for k in ("epochs", "iters_per_epoch", "val_iters", "batch_size"))
     # The demo must learn the synthetic data (README promises it): more than a token budget, from the cache.
     assert budget.epochs * budget.iters_per_epoch >= 100
-    assert any(t.endswith("_Cached") for t in plan.trainers)
+    import nnsam.trainers
+    assert any(getattr(getattr(nnsam.trainers, t, None), "cache_embeddings", False) for t in plan.trainers)
     assert budget.disable_tta  # demo on CPU
     assert len(plan.specs[0].test_cases) == 4
     # Both trainers of one (N, seed) share the fold and thus the cases.

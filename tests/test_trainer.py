@@ -9,7 +9,7 @@ from conftest import nnunet_env
 from nnsam.networks import checkpoints
 from nnsam.networks.build_encoder import ENCODER_REGISTRY, get_encoder_spec
 from nnsam.networks.checkpoints import sha256_of
-from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM
+from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Online
 
 
 def _make_trainer(trainer_class, synthetic_nnunet, monkeypatch, **env_overrides):
@@ -29,7 +29,8 @@ def _assert_same(state, reference):
 
 
 def test_pretrained_encoder_survives_nnunet_init_and_training(synthetic_nnunet, monkeypatch, tmp_path):
-    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
+    # Online: the encoder runs inside every train step, in the network's train mode (BatchNorm statistics).
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Online, synthetic_nnunet, monkeypatch)
     trainer.on_train_start()  # nnU-Net's own start: build + He init + optimizer + dataloaders, then our weights
     network = trainer.nnsam_network()
     spec = get_encoder_spec("litemedsam")
@@ -137,7 +138,8 @@ def test_training_steps_with_torch_compile(synthetic_nnunet, monkeypatch):
     from nnsam.networks.image_encoder import FrozenImageEncoder
 
     torch._dynamo.reset()
-    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
+    # Online, so that the encoder is part of the compiled step (the cached step: test_embedding_cache_trainer.py).
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Online, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
     # nnU-Net switches compile off on CPU ("CPU compile crashes for 2D models"); this CPU compiles it fine.
     monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)
     trainer.on_train_start()

@@ -16,6 +16,8 @@ from pathlib import Path
 from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
 from nnsam.fewshot.report import dice_table, plot_fewshot, write_overlay, write_results_csv, write_summary_md
 from nnsam.fewshot.runner import (
+    PLANS_PRESETS,
+    Model,
     RunSpec,
     SetupError,
     TrainingBudget,
@@ -29,7 +31,7 @@ from nnsam.fewshot.runner import (
 )
 from nnsam.fewshot.splits import SplitError, check_test_fraction, make_fewshot_split
 
-DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM_Cached"]
+DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
 DEFAULT_TEST_FRACTION = 0.2
 # Demo budget, sized for <15 min on 2 CPU cores. nnSAM trains from the embedding cache: one LiteMedSAM pass per
 # training image (~2 s on a CPU) when a run starts, then steps at nnU-Net's cost; its test predictions still encode
@@ -68,8 +70,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"Training set sizes (default: {' '.join(map(str, DEMO_N))} for the demo, "
                              f"{' '.join(map(str, REAL_N))} for a dataset).")
     parser.add_argument("--trainers", nargs="+", default=DEFAULT_TRAINERS, metavar="TRAINER",
-                        help=f"nnU-Net trainer class names (default: {' '.join(DEFAULT_TRAINERS)}). nnSAMTrainer "
-                             "(MobileSAM) needs its weight file.")
+                        help=f"nnU-Net trainer class names (default: {' '.join(DEFAULT_TRAINERS)}), each optionally "
+                             f"with plans: TRAINER@PRESET, PRESET one of {', '.join(PLANS_PRESETS)} (e.g. "
+                             "nnUNetTrainer@ResEncM, nnU-Net's ResEnc M baseline; planned and preprocessed once per "
+                             "preset). nnSAMTrainer (MobileSAM) needs its weight file.")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], metavar="SEED",
                         help="Seeds of the training-subset draw (and of weight init); default: 0.")
     test = parser.add_mutually_exclusive_group()
@@ -77,6 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help=f"Share of cases held out as test set, whole subjects only (default: {DEFAULT_TEST_FRACTION}).")
     test.add_argument("--test-cases", nargs="+", default=None, metavar="CASE_ID",
                       help="Explicit test case ids; other cases of their subjects are left out of training.")
+    test.add_argument("--split", choices=["official"], default=None,
+                      help="official: hold out the dataset's official test subset (a CAMUS dataset written by "
+                           "`nnsam convert-camus`, which records the release's split); N are drawn from the rest.")
     parser.add_argument("--group-regex", default=None,
                         help="Regex on case ids whose first group is the subject (default: built-in rules for ACDC "
                              "patientNNN_*, HC18 NNN_HC/NNN_2HC, synthetic subjNNN_*, else the id minus its last "
@@ -173,6 +180,17 @@ def check_options(args: argparse.Namespace) -> None:
     _check_writable(args.out)
 
 
+def official_test_cases(dataset_dir: Path) -> list[str]:
+    """The official test subset recorded by ``nnsam convert-camus`` (its ``camus_split.json``)."""
+    from nnsam.echo.camus import SPLIT_FILE, read_official_split
+
+    try:
+        return read_official_split(dataset_dir)["testing"]
+    except (FileNotFoundError, KeyError, ValueError):
+        raise SetupError(f"--split official needs the split record {SPLIT_FILE} in {dataset_dir}, which `nnsam "
+                         "convert-camus` writes; for other datasets use --test-cases or --test-fraction.") from None
+
+
 def plan_experiment(args: argparse.Namespace) -> Plan:
     """Check the options, set up OUT_DIR (and the synthetic data if no dataset is given), split, list the runs.
 
@@ -182,8 +200,8 @@ def plan_experiment(args: argparse.Namespace) -> Plan:
     """
     check_options(args)
     trainers = list(dict.fromkeys(args.trainers))
-    for trainer in trainers:
-        check_trainer(trainer)
+    for label in trainers:
+        check_trainer(Model.parse(label).trainer)
     out_dir: Path = args.out
     demo = args.dataset_dir is None
     if demo:
@@ -197,7 +215,8 @@ def plan_experiment(args: argparse.Namespace) -> Plan:
     workspace = open_workspace(dataset_dir, out_dir)
     ns = sorted(set(args.n if args.n is not None else (DEMO_N if demo else REAL_N)))
     seeds = list(dict.fromkeys(args.seeds))
-    split = make_fewshot_split(workspace.case_ids(), seeds, args.test_fraction, args.test_cases, args.group_regex)
+    test_cases = official_test_cases(dataset_dir) if args.split == "official" else args.test_cases
+    split = make_fewshot_split(workspace.case_ids(), seeds, args.test_fraction, test_cases, args.group_regex)
     if ns[-1] > split.max_n:
         raise SplitError(f"N={ns[-1]} is more than the {split.max_n} training cases left after holding out "
                          f"{len(split.test_cases)} test cases; the maximum N is {split.max_n}.")
@@ -257,7 +276,8 @@ def run(args: argparse.Namespace) -> int:
           f"{len(plan.specs)} runs on {budget.device}.")
     print("Planning and preprocessing (2d, training pool only) ...")
     try:
-        ensure_preprocessed(workspace, args.num_processes)
+        for model in {Model.parse(label).plans: Model.parse(label) for label in plan.trainers}.values():
+            ensure_preprocessed(workspace, args.num_processes, model)
     except RuntimeError as error:
         return _error(error)
 

@@ -51,6 +51,15 @@ from nnsam.plugin import EXT_TRAINER_ENV, env_with_trainer_dir
 
 CONFIGURATION = "2d"
 PLANS = "nnUNetPlans"
+DEFAULT_PLANNER = "ExperimentPlanner"
+# Plans a run may name after its trainer (``TRAINER@PLANS``): nnU-Net's residual-encoder presets, which nnU-Net's
+# authors ask new methods to be compared against. Short name -> (planner class, plans identifier it writes).
+PLANS_PRESETS = {
+    "ResEncM": ("nnUNetPlannerResEncM", "nnUNetResEncUNetMPlans"),
+    "ResEncL": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
+    "ResEncXL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
+}
+MODEL_SEPARATOR = "@"
 # Used when the dataset folder is not named DatasetXXX_Name; any id works since our nnUNet_raw holds one dataset.
 FALLBACK_DATASET_ID = 991
 DATASET_FOLDER_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
@@ -64,6 +73,30 @@ NOT_RESULTS = ("checkpoint_best.pth", "validation")
 
 class SetupError(ValueError):
     """The dataset, OUT_DIR or an option cannot be used; the message says what to do instead."""
+
+
+@dataclass(frozen=True)
+class Model:
+    """What one column of the results trains: an nnU-Net trainer class on one set of plans.
+
+    Written ``TRAINER`` (nnU-Net's default plans) or ``TRAINER@PRESET``, e.g. ``nnUNetTrainer@ResEncM`` for nnU-Net's
+    ResEnc M baseline; that string is the run's name in tables, plots and ``runs/``.
+    """
+
+    trainer: str
+    plans: str = PLANS
+    planner: str = DEFAULT_PLANNER
+
+    @classmethod
+    def parse(cls, label: str) -> "Model":
+        trainer, separator, preset = label.partition(MODEL_SEPARATOR)
+        if not separator:
+            return cls(trainer)
+        if preset not in PLANS_PRESETS:
+            raise SetupError(f"unknown plans {preset!r} in {label!r}; write TRAINER or TRAINER@PRESET with PRESET one "
+                             f"of {', '.join(PLANS_PRESETS)} (nnU-Net's residual-encoder presets).")
+        planner, plans = PLANS_PRESETS[preset]
+        return cls(trainer, plans, planner)
 
 
 @dataclass(frozen=True)
@@ -207,12 +240,13 @@ class Workspace:
         """The reference label map of a case in the source dataset."""
         return self.source_dir / "labelsTr" / f"{case}{self.file_ending}"
 
-    def fold_dir(self, trainer: str, fold: int) -> Path:
-        return self.model_dir(trainer) / f"fold_{fold}"
+    def fold_dir(self, label: str, fold: int) -> Path:
+        return self.model_dir(label) / f"fold_{fold}"
 
-    def model_dir(self, trainer: str) -> Path:
-        """nnU-Net's trained model folder (plans.json, dataset.json, fold_K/) of one trainer."""
-        return self.results_root / self.dataset_name / f"{trainer}__{PLANS}__{CONFIGURATION}"
+    def model_dir(self, label: str) -> Path:
+        """nnU-Net's trained model folder (plans.json, dataset.json, fold_K/) of one model label (``Model``)."""
+        model = Model.parse(label)
+        return self.results_root / self.dataset_name / f"{model.trainer}__{model.plans}__{CONFIGURATION}"
 
     def run_dir(self, spec: RunSpec) -> Path:
         return self.runs_dir / spec.trainer / f"n{spec.n:03d}_seed{spec.seed}"
@@ -327,26 +361,29 @@ def prepare_workspace(workspace: Workspace, pool_cases: list[str], test_cases: l
     (workspace.raw_dataset_dir / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
 
 
-def ensure_preprocessed(workspace: Workspace, num_processes: int) -> Path:
-    """Plan and preprocess the 2d configuration of the pool once (with integrity check); later calls reuse it.
+def ensure_preprocessed(workspace: Workspace, num_processes: int, model: Model = Model("nnUNetTrainer")) -> Path:
+    """Plan and preprocess the 2d configuration of the pool once per plans (with integrity check); later calls
+    reuse it.
 
     Returns the log path. Raises ``RuntimeError`` naming the log if nnU-Net fails.
     """
-    log_path = workspace.out_dir / "logs" / "plan_and_preprocess.log"
-    marker = workspace.preprocessed_dataset_dir / PREPROCESSED_MARKER
+    suffix = "" if model.plans == PLANS else f"_{model.plans}"
+    log_path = workspace.out_dir / "logs" / f"plan_and_preprocess{suffix}.log"
+    marker = workspace.preprocessed_dataset_dir / PREPROCESSED_MARKER.replace(".json", f"{suffix}.json")
     if marker.is_file():
         return log_path
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints",
-        "-d", str(workspace.dataset_id), "-c", CONFIGURATION,
+        "-d", str(workspace.dataset_id), "-c", CONFIGURATION, "-pl", model.planner,
         "-np", str(num_processes), "-npfp", str(num_processes), "--verify_dataset_integrity",
     ]
     with open(log_path, "w") as log:
         result = subprocess.run(command, env=workspace.nnunet_env("cpu"), stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise RuntimeError(f"nnU-Net planning/preprocessing failed (exit {result.returncode}); see {log_path}")
-    marker.write_text(json.dumps({"source": str(workspace.source_dir), "configuration": CONFIGURATION}))
+    marker.write_text(json.dumps({"source": str(workspace.source_dir), "configuration": CONFIGURATION,
+                                  "plans": model.plans}))
     return log_path
 
 
@@ -426,9 +463,11 @@ def check_trainer(name: str) -> None:
 def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> int:
     """Train and predict the test set for one run in a fresh Python process; returns its exit code."""
     budget = spec.budget
+    model = Model.parse(spec.trainer)
     command = [
         sys.executable, "-m", "nnsam.fewshot.runner", "train",
-        "--dataset", workspace.dataset_name, "--fold", str(spec.fold), "--trainer", spec.trainer,
+        "--dataset", workspace.dataset_name, "--fold", str(spec.fold), "--trainer", model.trainer,
+        "--plans", model.plans,
         "--device", budget.device, "--seed", str(spec.seed),
         "--source", str(workspace.source_dir), "--predictions-dir", str(workspace.test_prediction_dir(spec)),
         "--test-cases", *spec.test_cases,
@@ -531,7 +570,8 @@ def run_all(
     return outcomes
 
 
-def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget) -> Path:
+def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget,
+              plans: str = PLANS) -> Path:
     """Train one fold with nnU-Net's own trainer classes; returns nnU-Net's trained model folder.
 
     Training ends with nnU-Net's ``checkpoint_final.pth``; nnU-Net's own final validation is not run (the fold's
@@ -547,7 +587,7 @@ def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: Tra
     # nnU-Net itself does not seed; we do, so that a rerun of one (N, seed) starts from the same weights.
     torch.manual_seed(seed)
     np.random.seed(seed)
-    trainer = get_trainer_from_args(dataset, CONFIGURATION, fold, trainer_name, PLANS, device=torch.device(device))
+    trainer = get_trainer_from_args(dataset, CONFIGURATION, fold, trainer_name, plans, device=torch.device(device))
     if budget.epochs is not None:
         trainer.num_epochs = budget.epochs
     if budget.iters_per_epoch is not None:
@@ -594,6 +634,7 @@ def _train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", required=True)
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--trainer", required=True)
+    parser.add_argument("--plans", default=PLANS)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int)
@@ -607,7 +648,7 @@ def _train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget = TrainingBudget(device=args.device, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
                             val_iters=args.val_iters, batch_size=args.batch_size, disable_tta=args.disable_tta)
-    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget)
+    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget, args.plans)
     dataset_json = read_dataset_json(args.source)
     predict_test_cases(model_dir, args.fold, budget,
                        [case_image_files(args.source, dataset_json, case) for case in args.test_cases],

@@ -9,14 +9,17 @@ from nnsam.networks.build_encoder import load_pretrained_encoder_weights
 from nnsam.networks.build_nnsam import build_nnsam_network, require_2d_configuration, unwrap_network
 from nnsam.networks.fusion import SAMFusedUNet
 from nnsam.networks.image_encoder import describe_channel_mapping
+from nnsam.trainers.embedding_cache import EmbeddingCacheMixin
 from nnsam.trainers.pretrained_weights import install_pretrained_weights_hook
 
 install_pretrained_weights_hook()
 
 
-class nnSAMTrainer(nnUNetTrainer):
+class nnSAMTrainer(EmbeddingCacheMixin, nnUNetTrainer):
     """nnU-Net's 2D U-Net with a frozen MobileSAM image encoder fused at the stride-8 skip (the nnSAM paper).
 
+    Trained from the embedding cache (``nnsam.trainers.embedding_cache``): each training slice is encoded once and
+    every augmented patch takes the correspondingly warped embedding (``nnSAMTrainer_Online`` encodes every sample).
     Subclasses change the class attributes below; everything else (planning, augmentation, loss, optimizer,
     schedule, inference) is nnU-Net's own. The frozen encoder's parameters never receive a gradient, so nnU-Net's
     optimizers (its SGD, or e.g. nnUNetTrainerAdam combined by multiple inheritance) never change them.

@@ -1,108 +1,12 @@
-"""nnSAM trained from an embedding cache: the frozen encoder runs once per training slice instead of once per sample.
-
-    nnUNetv2_train DATASET 2d FOLD -tr nnSAMTrainer_Cached
-
-On the first ``nnUNetv2_train`` the embeddings of every slice of the fold's cases are computed (progress bar) and
-stored beside nnU-Net's preprocessed data (``nnsam.cache.store``); later runs reuse them and rebuild only what
-changed (data, encoder, encoder weights, input mode, patch size) or what fails its checksum. Each augmented patch
-takes its embedding from its slice's, through the same spatial augmentation as the image (``nnsam.cache.data_loader``).
-
-What the encoder sees is the whole slice (padded to the patch size, as nnU-Net's predictor pads it), not the patch.
-Prediction is nnU-Net's predictor, unchanged: it encodes every sliding window, which for a slice that fits into one
-window is exactly what the cache holds. Rotated, scaled and mirrored samples get the warped slice embedding, which
-is close to, not equal to, the embedding of the warped slice (docs/results.md has the measured similarity and Dice).
-The ``_CachedMirrored`` trainers also cache every slice mirrored along x, y and both (4x the build time and disk), so
-that mirrored samples, two thirds of nnU-Net's 2D samples, read an embedding encoded in their own orientation.
-"""
-from __future__ import annotations
-
-from functools import partial
-from pathlib import Path
-from unittest import mock
-
-import torch
-import torch.distributed as dist
-from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
-import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
-
-from nnsam.cache.data_loader import CachedEmbeddingDataLoader
-from nnsam.cache.store import CACHE_FOLDER, CacheKey, EmbeddingCache
 from nnsam.trainers.nnSAMTrainer import nnSAMTrainer
 from nnsam.trainers.variants.encoder.nnSAMTrainer_LiteMedSAM import nnSAMTrainer_LiteMedSAM
 
 
-class EmbeddingCacheMixin:
-    """Trains an nnSAM trainer from cached slice embeddings (mix in before the trainer)."""
-
-    embedding_cache: EmbeddingCache | None = None
-    cache_mirrored_views: bool = False  # True: 4 views per slice (as is, mirrored x, y, both)
-
-    def embedding_cache_root(self) -> Path:
-        return (Path(self.preprocessed_dataset_folder_base) / CACHE_FOLDER
-                / f"{self.plans_manager.plans_name}_{self.configuration_name}")
-
-    def prepare_embedding_cache(self) -> EmbeddingCache:
-        """Build what is missing or stale in this fold's cache (rank 0 only under DDP) and return the cache."""
-        encoder = self.nnsam_network().image_encoder
-        cache = EmbeddingCache(self.embedding_cache_root(),
-                               CacheKey.for_encoder(encoder, self.configuration_manager.patch_size,
-                                                    self.cache_mirrored_views))
-        if self.dataset_class is None:
-            self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
-        dataset_tr, dataset_val = self.get_tr_and_val_datasets()
-        identifiers = sorted(set(dataset_tr.identifiers) | set(dataset_val.identifiers))
-        if self.local_rank == 0:
-            counts = cache.build(self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers,
-                                 encoder, self.device, slices_per_batch=8 if self.device.type == "cuda" else 1)
-            self.print_to_log_file(
-                f"nnSAM embedding cache {cache.folder}: {counts['reused']} cases reused, {counts['built']} built "
-                f"({counts['slices_encoded']} slices encoded), {cache.size_bytes(identifiers) / 2**20:.0f} MiB.")
-        if self.is_ddp:
-            dist.barrier()
-        return cache
-
-    def on_train_start(self) -> None:
-        if not self.was_initialized:
-            self.initialize()
-        self.load_pretrained_encoder()
-        self.embedding_cache = self.prepare_embedding_cache()
-        super().on_train_start()
-
-    def get_dataloaders(self):
-        # nnU-Net builds its loaders inside get_dataloaders; ours is nnU-Net's loader plus the embedding, so it is
-        # swapped in for exactly that call instead of copying nnU-Net's method.
-        loader = partial(CachedEmbeddingDataLoader, embedding_cache=self.embedding_cache,
-                         fusion_cells=self.nnsam_network().fusion_cells(self.configuration_manager.patch_size))
-        with mock.patch.object(nnunet_trainer_module, "nnUNetDataLoader", loader):
-            return super().get_dataloaders()
-
-    def _with_cached_embedding(self, step, batch: dict) -> dict:
-        embedding = batch["embedding"].to(self.device, non_blocking=True)
-        with self.nnsam_network().given_embedding(embedding):
-            return step(batch)
-
-    def train_step(self, batch: dict) -> dict:
-        return self._with_cached_embedding(super().train_step, batch)
-
-    def validation_step(self, batch: dict) -> dict:
-        return self._with_cached_embedding(super().validation_step, batch)
+# The names under which the cache was opt-in (nnsam 0.1): identical to the defaults now. Kept so that models
+# trained under these names (nnUNet_results/.../nnSAMTrainer_Cached__...) still predict and resume.
+class nnSAMTrainer_Cached(nnSAMTrainer):
+    """Same as nnSAMTrainer (which trains from the embedding cache)."""
 
 
-class nnSAMTrainer_Cached(EmbeddingCacheMixin, nnSAMTrainer):
-    """nnSAMTrainer (MobileSAM) trained from the embedding cache."""
-
-
-class nnSAMTrainer_LiteMedSAM_Cached(EmbeddingCacheMixin, nnSAMTrainer_LiteMedSAM):
-    """nnSAMTrainer_LiteMedSAM trained from the embedding cache."""
-
-
-class nnSAMTrainer_CachedMirrored(nnSAMTrainer_Cached):
-    """nnSAMTrainer_Cached with each slice also cached mirrored (4 views)."""
-
-    cache_mirrored_views = True
-
-
-class nnSAMTrainer_LiteMedSAM_CachedMirrored(nnSAMTrainer_LiteMedSAM_Cached):
-    """nnSAMTrainer_LiteMedSAM_Cached with each slice also cached mirrored (4 views)."""
-
-    cache_mirrored_views = True
+class nnSAMTrainer_LiteMedSAM_Cached(nnSAMTrainer_LiteMedSAM):
+    """Same as nnSAMTrainer_LiteMedSAM (which trains from the embedding cache)."""

@@ -22,6 +22,8 @@ class nnSAMTrainer_TRA(nnSAMTrainer):
     """The planned 2D nnSAM U-Net on every frame of a clip, with TRA at the fusion stage (skip and embedding)."""
 
     tra_at: tuple[str, ...] = TRA_PLACES
+    # Clips come from nnU-Net's 3D loader, whose samples the slice cache does not cover: frames are encoded online.
+    cache_embeddings = False
 
     def check_configuration(self, configuration: str) -> None:
         if not is_temporal_configuration(self.configuration_manager):
