@@ -32,8 +32,17 @@ def main(argv: list[str] | None = None) -> int:
     echo_metrics = sub.add_parser("echo-metrics",
                                   help="CAMUS metrics per structure (LV, MYO, LA, epicardium) and phase (ED, ES)")
     echo_metrics.add_argument("predictions", help="folder of predicted label maps (e.g. nnUNetv2_predict's output)")
-    echo_metrics.add_argument("references", help="folder of reference label maps with the same file names")
+    echo_metrics.add_argument("references", help="folder of reference label maps with the same file names; for half "
+                              "sequences (the converter's CAMUSSeq labelsTr) the ED/ES frames are scored and the "
+                              "temporal consistency counted, with bounds from these references")
+    from nnsam.echo import ablation
+
+    ablation_parser = sub.add_parser("ablation", help="the echo ablation on CAMUS: nnU-Net 2d/3d_fullres, nnSAM, +TRA, "
+                                     "+LIA, +TRA+LIA on the official split (Dice, IoU, HD, TCI; table, plot, overlays)")
+    ablation.add_arguments(ablation_parser)
     args = parser.parse_args(argv)
+    if args.command == "ablation":
+        return ablation.run(args)
     if args.command == "trainer-dir":
         print(trainer_dir())
         return 0
@@ -70,21 +79,39 @@ def _add_temporal_config(args: argparse.Namespace) -> int:
 
 
 def _echo_metrics(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from nnsam.echo.sequence_metrics import evaluate_sequences, is_sequence_file
     from nnsam.echo.structure_metrics import evaluate_folder, summarise
 
+    references = sorted(Path(args.references).glob("*.nii.gz"))
+    if not references:
+        print(f"nnsam echo-metrics: error: no .nii.gz label maps in {args.references}", file=sys.stderr)
+        return 2
+    consistency = None
     try:
-        rows = evaluate_folder(args.predictions, args.references)
+        if is_sequence_file(references[0]):  # half sequences: key frames + temporal consistency
+            evaluation = evaluate_sequences(args.predictions, args.references)
+            rows, consistency = evaluation.rows, evaluation.consistency
+        else:
+            rows = evaluate_folder(args.predictions, args.references)
     except (FileNotFoundError, ValueError) as error:
         print(f"nnsam echo-metrics: error: {error}", file=sys.stderr)
-        return 2
-    if not rows:
-        print(f"nnsam echo-metrics: error: no .nii.gz label maps in {args.references}", file=sys.stderr)
         return 2
     print("| structure | phase | Dice | IoU | HD (mm) | HD95 (mm) | MSD (mm) |")
     print("|---|---|---|---|---|---|---|")
     for (structure, phase), values in sorted(summarise(rows).items(), key=lambda item: (item[0][0], str(item[0][1]))):
         cells = " | ".join(f"{mean:.3f} ± {sd:.3f}" for mean, sd in values.values())
         print(f"| {structure} | {phase or 'all'} | {cells} |")
+    if consistency is not None:
+        report = consistency
+        print(f"\nTemporal consistency (Painchaud et al. 2022) of {report.num_sequences} predicted sequences, "
+              f"{report.num_frames} frames: TCI {report.total_inconsistent_frames} inconsistent frames; "
+              f"{report.sequences_with_inconsistency} of {report.num_sequences} sequences "
+              f"({100 * report.fraction_sequences_with_inconsistency:.0f} %) have at least one.")
+        print("per attribute: " + ", ".join(f"{name} {count}" for name, count in report.per_attribute.items()))
+        print(f"bounds (min-max scaling) from {evaluation.bounds_source}: "
+              + ", ".join(f"{name} [{low:.4g}, {high:.4g}]" for name, (low, high) in report.bounds.items()))
     return 0
 
 

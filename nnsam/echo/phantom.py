@@ -6,8 +6,10 @@ as 3D NIfTI with time as the third NIfTI axis, i.e. the first axis of ``sitk.Get
 sizes and anisotropic in-plane spacings that differ between patients, the four labels and the ``Info_*.cfg`` files.
 
 Every view of a patient is a half sequence (end diastole, ED, to end systole, ES) of an apical view: a left ventricle
-(LV) cavity that shrinks smoothly from ED to ES, a myocardium (MYO) ring that thickens, and a left atrium (LA) below
-the LV base that grows, with a small random jitter of the heart's position per frame, multiplicative speckle noise
+(LV) cavity that shrinks smoothly from ED to ES, a myocardium (MYO) horseshoe that thickens and opens at the mitral
+valve, and a left atrium (LA) below the LV base that grows, with a smooth random drift of the heart's position
+(probe and breathing motion; a half sequence has too few frames for its ground truth to be temporally consistent
+by Painchaud et al.'s thresholds everywhere, so measure the phantom's own count), multiplicative speckle noise
 whose strength follows the cfg's ``ImageQuality``, and zero intensity outside the ultrasound sector. The ED and ES
 images are the sequence's first and last frames (``ED: 1``, ``ES: NbFrame``), with the same labels.
 """
@@ -38,7 +40,11 @@ SPECKLE_STRENGTH = {"Good": 0.5, "Medium": 0.7, "Poor": 0.9}
 # Mean echo intensity (0..1) per tissue before speckle: blood is dark, myocardium bright.
 TISSUE_INTENSITY = {"background": 0.3, "LV": 0.07, "MYO": 0.75, "LA": 0.09}
 SECTOR_HALF_ANGLE = np.deg2rad(38.0)
-JITTER_PX = 0.4  # sd of the per-frame shift of the whole heart (probe and breathing motion)
+# Probe and breathing motion: the whole heart drifts by a smooth curve (sd DRIFT_PX per axis) over the half
+# sequence. Real motion over its ~0.5 s is smooth; an independent shift per frame would make the ground truth itself
+# temporally inconsistent by Painchaud et al.'s metric, which real CAMUS ground truth is not.
+DRIFT_PX = 1.0
+MITRAL_WIDTH = 0.7  # half-width of the mitral opening, as a fraction of the cavity's short radius
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,23 @@ def _render_frame_labels(grid: tuple[np.ndarray, np.ndarray], anatomy: ViewAnato
 
     labels = np.zeros(grid[0].shape, dtype=np.uint8)
     labels[_ellipse(grid, la_center, la_radii, anatomy.tilt)] = CAMUS_LABELS["LA"]
-    labels[_ellipse(grid, center, outer_radii, anatomy.tilt)] = CAMUS_LABELS["MYO"]
+    outer = _ellipse(grid, center, outer_radii, anatomy.tilt)
+    labels[outer] = CAMUS_LABELS["MYO"]
     labels[_ellipse(grid, center, lv_radii, anatomy.tilt)] = CAMUS_LABELS["LV"]
+    # The myocardium is a horseshoe, open at the base: the cavity reaches the atrium through the mitral valve, so
+    # the LV base (where the cavity's border leaves the myocardium) exists, as in real apical views.
+    labels[outer & _mitral_opening(grid, center, lv_radii, anatomy.tilt)] = CAMUS_LABELS["LV"]
     return labels
+
+
+def _mitral_opening(grid: tuple[np.ndarray, np.ndarray], center: tuple[float, float], lv_radii: tuple[float, float],
+                    tilt: float) -> np.ndarray:
+    """The basal half of the heart within MITRAL_WIDTH of the cavity's width around the long axis."""
+    yy, xx = grid
+    dy, dx = yy - center[0], xx - center[1]
+    cos, sin = np.cos(tilt), np.sin(tilt)
+    along, across = dy * cos + dx * sin, -dy * sin + dx * cos
+    return (along > 0) & (np.abs(across) <= MITRAL_WIDTH * lv_radii[1])
 
 
 def _render_frame_image(rng: np.random.Generator, labels: np.ndarray, sector: np.ndarray, quality: str) -> np.ndarray:
@@ -125,10 +145,12 @@ def render_half_sequence(rng: np.random.Generator, anatomy: ViewAnatomy, shape: 
     grid = tuple(np.mgrid[: shape[0], : shape[1]].astype(np.float32))
     sector = _sector(grid, shape)
     images, labels = [], []
+    amplitude, start = rng.normal(scale=DRIFT_PX, size=2), rng.uniform(0, 2 * np.pi, size=2)
     for frame in range(num_frames):
         # Cosine easing: the contraction starts and ends slowly, as in a real ejection.
         phase = 0.5 - 0.5 * np.cos(np.pi * frame / (num_frames - 1))
-        frame_labels = _render_frame_labels(grid, anatomy, phase, rng.normal(scale=JITTER_PX, size=2))
+        drift = amplitude * np.sin(start + np.pi * frame / (num_frames - 1))
+        frame_labels = _render_frame_labels(grid, anatomy, phase, drift)
         frame_labels[~sector] = 0
         labels.append(frame_labels)
         images.append(_render_frame_image(rng, frame_labels, sector, quality))

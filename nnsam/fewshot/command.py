@@ -32,6 +32,7 @@ from nnsam.fewshot.runner import (
 from nnsam.fewshot.splits import SplitError, check_test_fraction, make_fewshot_split
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
+FEWSHOT_CONFIGURATIONS = ("2d", "3d_fullres")
 DEFAULT_TEST_FRACTION = 0.2
 # Demo budget, sized for <15 min on 2 CPU cores. nnSAM trains from the embedding cache: one LiteMedSAM pass per
 # training image (~2 s on a CPU) when a run starts, then steps at nnU-Net's cost; its test predictions still encode
@@ -201,7 +202,12 @@ def plan_experiment(args: argparse.Namespace) -> Plan:
     check_options(args)
     trainers = list(dict.fromkeys(args.trainers))
     for label in trainers:
-        check_trainer(Model.parse(label).trainer)
+        model = Model.parse(label)
+        check_trainer(model.trainer)
+        if model.configuration not in FEWSHOT_CONFIGURATIONS:
+            raise SetupError(f"{label!r}: nnsam fewshot trains the {' or '.join(FEWSHOT_CONFIGURATIONS)} configuration "
+                             f"(TRAINER or TRAINER:3d_fullres), not {model.configuration!r}; for clips of frames "
+                             "use `nnsam ablation`.")
     out_dir: Path = args.out
     demo = args.dataset_dir is None
     if demo:
@@ -276,8 +282,11 @@ def run(args: argparse.Namespace) -> int:
           f"{len(plan.specs)} runs on {budget.device}.")
     print("Planning and preprocessing (2d, training pool only) ...")
     try:
-        for model in {Model.parse(label).plans: Model.parse(label) for label in plan.trainers}.values():
-            ensure_preprocessed(workspace, args.num_processes, model)
+        models = [Model.parse(label) for label in plan.trainers]
+        for plans in dict.fromkeys(m.plans for m in models):
+            same_plans = [m for m in models if m.plans == plans]
+            configurations = tuple(dict.fromkeys(m.configuration for m in same_plans))
+            ensure_preprocessed(workspace, args.num_processes, same_plans[0], configurations)
     except RuntimeError as error:
         return _error(error)
 

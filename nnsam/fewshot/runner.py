@@ -59,7 +59,8 @@ PLANS_PRESETS = {
     "ResEncL": ("nnUNetPlannerResEncL", "nnUNetResEncUNetLPlans"),
     "ResEncXL": ("nnUNetPlannerResEncXL", "nnUNetResEncUNetXLPlans"),
 }
-MODEL_SEPARATOR = "@"
+PLANS_SEPARATOR = "@"
+CONFIGURATION_SEPARATOR = ":"
 # Used when the dataset folder is not named DatasetXXX_Name; any id works since our nnUNet_raw holds one dataset.
 FALLBACK_DATASET_ID = 991
 DATASET_FOLDER_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
@@ -77,26 +78,30 @@ class SetupError(ValueError):
 
 @dataclass(frozen=True)
 class Model:
-    """What one column of the results trains: an nnU-Net trainer class on one set of plans.
+    """What one column of the results trains: an nnU-Net trainer class on one set of plans and one configuration.
 
-    Written ``TRAINER`` (nnU-Net's default plans) or ``TRAINER@PRESET``, e.g. ``nnUNetTrainer@ResEncM`` for nnU-Net's
-    ResEnc M baseline; that string is the run's name in tables, plots and ``runs/``.
+    Written ``TRAINER[@PRESET][:CONFIGURATION]``: ``TRAINER`` alone is nnU-Net's default plans and the 2d
+    configuration; ``nnUNetTrainer@ResEncM`` is nnU-Net's ResEnc M baseline; ``nnUNetTrainer:3d_fullres`` another
+    configuration (``nnsam ablation`` uses these). That string is the run's name in tables, plots and ``runs/``.
     """
 
     trainer: str
     plans: str = PLANS
     planner: str = DEFAULT_PLANNER
+    configuration: str = CONFIGURATION
 
     @classmethod
     def parse(cls, label: str) -> "Model":
-        trainer, separator, preset = label.partition(MODEL_SEPARATOR)
+        name, _, configuration = label.partition(CONFIGURATION_SEPARATOR)
+        trainer, separator, preset = name.partition(PLANS_SEPARATOR)
+        configuration = configuration or CONFIGURATION
         if not separator:
-            return cls(trainer)
+            return cls(trainer, configuration=configuration)
         if preset not in PLANS_PRESETS:
             raise SetupError(f"unknown plans {preset!r} in {label!r}; write TRAINER or TRAINER@PRESET with PRESET one "
                              f"of {', '.join(PLANS_PRESETS)} (nnU-Net's residual-encoder presets).")
         planner, plans = PLANS_PRESETS[preset]
-        return cls(trainer, plans, planner)
+        return cls(trainer, plans, planner, configuration)
 
 
 @dataclass(frozen=True)
@@ -246,10 +251,11 @@ class Workspace:
     def model_dir(self, label: str) -> Path:
         """nnU-Net's trained model folder (plans.json, dataset.json, fold_K/) of one model label (``Model``)."""
         model = Model.parse(label)
-        return self.results_root / self.dataset_name / f"{model.trainer}__{model.plans}__{CONFIGURATION}"
+        return self.results_root / self.dataset_name / f"{model.trainer}__{model.plans}__{model.configuration}"
 
     def run_dir(self, spec: RunSpec) -> Path:
-        return self.runs_dir / spec.trainer / f"n{spec.n:03d}_seed{spec.seed}"
+        # "TRAINER:CONFIGURATION" labels: no colon in paths (Windows and some tools refuse it).
+        return self.runs_dir / spec.trainer.replace(CONFIGURATION_SEPARATOR, "__") / f"n{spec.n:03d}_seed{spec.seed}"
 
     def test_prediction_dir(self, spec: RunSpec) -> Path:
         """Where a run's test-set predictions are written; the only predictions that are scored."""
@@ -361,28 +367,30 @@ def prepare_workspace(workspace: Workspace, pool_cases: list[str], test_cases: l
     (workspace.raw_dataset_dir / "dataset.json").write_text(json.dumps(dataset_json, indent=2))
 
 
-def ensure_preprocessed(workspace: Workspace, num_processes: int, model: Model = Model("nnUNetTrainer")) -> Path:
-    """Plan and preprocess the 2d configuration of the pool once per plans (with integrity check); later calls
-    reuse it.
+def ensure_preprocessed(workspace: Workspace, num_processes: int, model: Model = Model("nnUNetTrainer"),
+                        configurations: tuple[str, ...] = (CONFIGURATION,)) -> Path:
+    """Plan and preprocess ``configurations`` of the pool once per plans (with integrity check); later calls reuse
+    it.
 
     Returns the log path. Raises ``RuntimeError`` naming the log if nnU-Net fails.
     """
     suffix = "" if model.plans == PLANS else f"_{model.plans}"
     log_path = workspace.out_dir / "logs" / f"plan_and_preprocess{suffix}.log"
     marker = workspace.preprocessed_dataset_dir / PREPROCESSED_MARKER.replace(".json", f"{suffix}.json")
-    if marker.is_file():
+    if marker.is_file() and set(configurations) <= set(json.loads(marker.read_text()).get("configurations",
+                                                                                            [CONFIGURATION])):
         return log_path
     log_path.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable, "-m", "nnunetv2.experiment_planning.plan_and_preprocess_entrypoints",
-        "-d", str(workspace.dataset_id), "-c", CONFIGURATION, "-pl", model.planner,
-        "-np", str(num_processes), "-npfp", str(num_processes), "--verify_dataset_integrity",
+        "-d", str(workspace.dataset_id), "-c", *configurations, "-pl", model.planner,
+        "-np", *[str(num_processes)] * len(configurations), "-npfp", str(num_processes), "--verify_dataset_integrity",
     ]
     with open(log_path, "w") as log:
         result = subprocess.run(command, env=workspace.nnunet_env("cpu"), stdout=log, stderr=subprocess.STDOUT)
     if result.returncode != 0:
         raise RuntimeError(f"nnU-Net planning/preprocessing failed (exit {result.returncode}); see {log_path}")
-    marker.write_text(json.dumps({"source": str(workspace.source_dir), "configuration": CONFIGURATION,
+    marker.write_text(json.dumps({"source": str(workspace.source_dir), "configurations": list(configurations),
                                   "plans": model.plans}))
     return log_path
 
@@ -467,7 +475,7 @@ def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> 
     command = [
         sys.executable, "-m", "nnsam.fewshot.runner", "train",
         "--dataset", workspace.dataset_name, "--fold", str(spec.fold), "--trainer", model.trainer,
-        "--plans", model.plans,
+        "--plans", model.plans, "--configuration", model.configuration,
         "--device", budget.device, "--seed", str(spec.seed),
         "--source", str(workspace.source_dir), "--predictions-dir", str(workspace.test_prediction_dir(spec)),
         "--test-cases", *spec.test_cases,
@@ -512,7 +520,8 @@ def discard_non_results(spec: RunSpec, workspace: Workspace) -> None:
 
 
 def _mean_dice(rows: list[dict]) -> float:
-    return sum(r["dice"] for r in rows) / max(1, len(rows))
+    scored = [r["dice"] for r in rows if "dice" in r]  # nnsam ablation adds per-sequence rows without one
+    return sum(scored) / max(1, len(scored))
 
 
 def run_all(
@@ -571,7 +580,7 @@ def run_all(
 
 
 def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget,
-              plans: str = PLANS) -> Path:
+              plans: str = PLANS, configuration: str = CONFIGURATION) -> Path:
     """Train one fold with nnU-Net's own trainer classes; returns nnU-Net's trained model folder.
 
     Training ends with nnU-Net's ``checkpoint_final.pth``; nnU-Net's own final validation is not run (the fold's
@@ -587,7 +596,7 @@ def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: Tra
     # nnU-Net itself does not seed; we do, so that a rerun of one (N, seed) starts from the same weights.
     torch.manual_seed(seed)
     np.random.seed(seed)
-    trainer = get_trainer_from_args(dataset, CONFIGURATION, fold, trainer_name, plans, device=torch.device(device))
+    trainer = get_trainer_from_args(dataset, configuration, fold, trainer_name, plans, device=torch.device(device))
     if budget.epochs is not None:
         trainer.num_epochs = budget.epochs
     if budget.iters_per_epoch is not None:
@@ -596,7 +605,10 @@ def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: Tra
         trainer.num_val_iterations_per_epoch = budget.val_iters
     if budget.batch_size is not None:
         # initialize() reads the batch size from the configuration, so it must be changed before training starts.
-        trainer.configuration_manager.configuration["batch_size"] = budget.batch_size
+        # The budget counts 2D images; a 3D patch (a clip of frames, a stack of slices) holds patch_size[0] of them.
+        patch = trainer.configuration_manager.patch_size
+        images_per_patch = patch[0] if len(patch) == 3 else 1
+        trainer.configuration_manager.configuration["batch_size"] = max(1, budget.batch_size // images_per_patch)
     trainer.print_to_log_file(
         f"nnsam fewshot budget: epochs={trainer.num_epochs} iters/epoch={trainer.num_iterations_per_epoch} "
         f"val iters={trainer.num_val_iterations_per_epoch} batch={trainer.configuration_manager.batch_size} "
@@ -635,6 +647,7 @@ def _train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fold", type=int, required=True)
     parser.add_argument("--trainer", required=True)
     parser.add_argument("--plans", default=PLANS)
+    parser.add_argument("--configuration", default=CONFIGURATION)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--epochs", type=int)
@@ -648,7 +661,7 @@ def _train_main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget = TrainingBudget(device=args.device, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
                             val_iters=args.val_iters, batch_size=args.batch_size, disable_tta=args.disable_tta)
-    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget, args.plans)
+    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget, args.plans, args.configuration)
     dataset_json = read_dataset_json(args.source)
     predict_test_cases(model_dir, args.fold, budget,
                        [case_image_files(args.source, dataset_json, case) for case in args.test_cases],
