@@ -22,6 +22,15 @@ def test_a_folder_that_is_no_camus_data_is_refused(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "out").exists()
 
 
+def test_the_key_frame_dataset_is_refused_with_a_pointer_to_the_sequences(tmp_path: Path, capsys) -> None:
+    from nnsam.echo.camus import convert_camus
+    from nnsam.echo.phantom import make_camus_phantom
+
+    converted = convert_camus(make_camus_phantom(tmp_path / "camus", num_patients=4, seed=0), tmp_path / "raw")
+    assert ablation.main([str(converted.key_frames), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 2
+    assert "holds 2D key frames; give the sequence dataset" in capsys.readouterr().err
+
+
 def _rows(dice: float, inconsistent: list[int]) -> list[dict]:
     key = [{"kind": "key_frame", "case": "c", "phase": phase, "structure": structure, "dice": dice, "iou": dice / 2,
             "hd_mm": 10 * dice} for phase in ("ED", "ES") for structure in ("LV", "MYO", "LA", "epicardium")]

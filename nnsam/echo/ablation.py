@@ -39,7 +39,7 @@ from typing import Sequence
 import numpy as np
 
 from nnsam.echo.camus import SPLIT_FILE, CamusFormatError, convert_camus, read_official_split
-from nnsam.echo.sequence_metrics import evaluate_sequences, reference_bounds
+from nnsam.echo.sequence_metrics import evaluate_sequences, is_sequence_file, reference_bounds
 from nnsam.fewshot.runner import (
     Model,
     RunSpec,
@@ -109,6 +109,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def sequence_dataset(camus_dir: Path, out_dir: Path) -> Path:
     """The sequence dataset to train on: ``camus_dir`` itself if it is one, else its conversion under OUT."""
     if (camus_dir / SPLIT_FILE).is_file() and (camus_dir / "dataset.json").is_file():
+        labels = sorted((camus_dir / "labelsTr").glob("*.nii.gz"))
+        if labels and not is_sequence_file(labels[0]):
+            raise SetupError(f"{camus_dir} holds 2D key frames; give the sequence dataset the converter wrote beside it "
+                             "(DatasetNNN_CAMUSSeq), or the CAMUS release itself.")
         return camus_dir
     if not (camus_dir / "database_nifti").is_dir():
         raise SetupError(f"{camus_dir} is neither the CAMUS release (no database_nifti/) nor a sequence dataset "
@@ -350,7 +354,7 @@ def write_report(plan: AblationPlan, results: dict[str, dict[int, list[dict]]], 
         "# nnsam ablation", "",
         f"- Dataset: {plan.workspace.source_dir}; official split: {len(spec.train_cases)} training sequences "
         f"(training + validation patients), {len(spec.test_cases)} test sequences",
-        f"- Rows: " + "; ".join(f"{name} = `{label}`" for name, label in plan.labels.items()),
+        "- Rows: " + "; ".join(f"{name} = `{label}`" for name, label in plan.labels.items()),
         f"- Budget: epochs {budget.epochs or 'nnU-Net default'}, iterations/epoch {budget.iters_per_epoch or 'default'}, "
         f"batch {budget.batch_size or 'planned'} frames, test-time mirroring {'off' if budget.disable_tta else 'on'}, "
         f"device {budget.device}; seeds {', '.join(str(s) for s in dict.fromkeys(s.seed for s in plan.specs))}",
