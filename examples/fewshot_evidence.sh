@@ -11,7 +11,8 @@
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-fewshot_evidence}
-STEPS=${STEPS:-"acdc4 acdc20 hc18"}
+STEPS=${STEPS:-"acdc4 acdc20 acdc4resenc hc18"}
+# nnSAMTrainer_LiteMedSAM_Cached = nnSAMTrainer_LiteMedSAM (the cache is the default); the study started under this name.
 TRAINERS=(nnUNetTrainer nnSAMTrainer_LiteMedSAM_Cached)
 BUDGET=(--epochs 40 --iters-per-epoch 50 --val-iters 1 --batch-size 4 --disable-tta --device cpu)
 
@@ -36,12 +37,15 @@ for step in $STEPS; do
         acdc20)
             nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 20 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
+        acdc4resenc)  # nnU-Net's ResEnc M preset as a baseline row, same draws
+            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 4 --seeds 0 1 \
+                --trainers nnUNetTrainer@ResEncM "${BUDGET[@]}" ;;
         acdc8)
             nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 8 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         hc18)
             nnsam fewshot "$OUT/raw/Dataset103_HC18x4" --out "$OUT/hc18x4" --test-fraction 0.1 --n 4 8 20 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
-        *) echo "unknown step $step (known: acdc4 acdc8 acdc20 hc18)" >&2; exit 2 ;;
+        *) echo "unknown step $step (known: acdc4 acdc8 acdc20 acdc4resenc hc18)" >&2; exit 2 ;;
     esac
 done
