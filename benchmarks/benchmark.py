@@ -421,10 +421,12 @@ def add_cached_embedding(trainer, batch: dict, device) -> dict:
     build_s = time.perf_counter() - start
     identifiers = sorted(p.stem for p in cache.folder.glob("*.npy"))
     embeddings = cache.open(identifiers[0])
-    patch = tuple(trainer.configuration_manager.patch_size)
+    patch = trainer.frame_patch_size()
     cells = trainer.nnsam_network().fusion_cells(patch)
     samples, times = [], []
-    for _ in range(batch["data"].shape[0]):
+    data = batch["data"]
+    num_frames = data.shape[0] * (data.shape[2] if data.dim() == 5 else 1)  # a clip's frames each take one
+    for _ in range(num_frames):
         start = time.perf_counter()
         coordinates = frame_grid_coordinates((0, 0), patch, patch, patch)
         slice_embedding = torch.from_numpy(np.asarray(embeddings[0], dtype=np.float32))

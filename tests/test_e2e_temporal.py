@@ -31,6 +31,7 @@ def test_tra_trainer_trains_and_predicts_whole_sequences(tmp_path):
     log = run_command([nnunet_bin("nnUNetv2_train"), "121", "2d_temporal", "0", "-tr", "nnSAMTrainer_LiteMedSAM_TRA_Tiny",
                        "-device", "cpu"], env)
     assert "do_dummy_2d_data_aug: True" in log  # one in-plane transform for the whole clip
+    assert "nnSAM embedding cache" in log and "built" in log  # clips train from per-frame cached embeddings
     fold = tmp_path / "results" / raw.name / "nnSAMTrainer_LiteMedSAM_TRA_Tiny__nnUNetPlans__2d_temporal" / "fold_0"
     validated = sitk.GetArrayFromImage(sitk.ReadImage(str(fold / "validation" / f"{cases[0]}.nii.gz")))
     reference = sitk.GetArrayFromImage(sitk.ReadImage(str(raw / "labelsTr" / f"{cases[0]}.nii.gz")))

@@ -108,3 +108,13 @@ def test_online_variant_encodes_every_sample_and_builds_no_cache(synthetic_nnune
     handle.remove()
     assert calls, "an online train step did not run the encoder"
     trainer.on_train_end()
+
+
+def test_loaders_built_outside_training_deliver_plain_batches(synthetic_nnunet, monkeypatch):
+    # Scripts that call get_dataloaders() themselves (benchmarks, notebooks) never prepared a cache: their batches
+    # carry no embedding, and a train step encodes them online instead of failing.
+    trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch)
+    trainer.initialize()
+    assert trainer.embedding_cache is None
+    train_loader, _ = trainer.get_dataloaders()
+    assert "embedding" not in next(train_loader)

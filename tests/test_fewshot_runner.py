@@ -17,6 +17,7 @@ from nnsam.fewshot.runner import (
     TrainingBudget,
     Workspace,
     assign_folds,
+    earlier_runs,
     evaluate_run,
     open_workspace,
     prepare_workspace,
@@ -161,6 +162,22 @@ def test_failed_run_does_not_stop_others_and_rerun_skips_finished(dataset: Path,
     calls.clear()
     run_all([_spec("Good", 2, TrainingBudget(device="cpu", epochs=5))], workspace, fake_train, _fake_evaluate)
     assert calls == ["Good N=2 seed=0"]
+
+
+def test_a_study_run_in_steps_reports_every_finished_run_of_its_protocol(dataset: Path, tmp_path: Path) -> None:
+    workspace = _prepared(dataset, tmp_path / "out")
+    first_step = [_spec("A", 2), _spec("B", 2)]
+    run_all(first_step, workspace, lambda s, w, log: 0, _fake_evaluate)
+    run_all([_spec("A", 3, test_cases=("other",))], workspace, lambda s, w, log: 0, _fake_evaluate)
+    run_all([_spec("A", 5, TrainingBudget(device="cpu", epochs=9))], workspace, lambda s, w, log: 0, _fake_evaluate)
+    (workspace.runs_dir / "A" / "n007_seed0").mkdir()
+    (workspace.runs_dir / "A" / "n007_seed0" / "done.json").write_text("{not json")
+
+    second_step = [_spec("A", 4), _spec("B", 2)]  # B N=2 is planned again: reported from this step, not twice
+    earlier = earlier_runs(workspace, second_step)
+    assert [o.spec.name for o in earlier] == ["A N=2 seed=0"]  # other test set, other budget, broken marker: not
+    assert earlier[0].rows == _fake_evaluate(first_step[0], workspace)
+    assert earlier_runs(workspace, []) == []
 
 
 def test_evaluation_error_counts_as_failure(dataset: Path, tmp_path: Path) -> None:

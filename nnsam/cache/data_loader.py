@@ -7,6 +7,11 @@ spatial transforms the image goes through (crop, rotation, scaling, elastic defo
 intensity transform. After augmentation the map is averaged over the fusion skip's cells and the slice's cached
 embedding is sampled there, at the embedding's own resolution: 256 channels are never resampled at image
 resolution. The batch gains ``batch["embedding"]`` (B, D, h, w).
+
+Clips (the ``2d_temporal`` configuration: nnU-Net's 3D loader, time as the first axis, one in-plane transform for the
+whole clip) work the same way frame by frame: every frame of a case is a cached slice, the map gets a time axis, and
+the batch's embedding is (B * T, D, h, w), clip-major like the temporal network's frames. Frames of a clip that lie
+beyond the sequence (nnU-Net pads them with zeros) get a zero embedding.
 """
 from __future__ import annotations
 
@@ -25,8 +30,6 @@ COORDINATES_KEY = "regression_target"
 class CachedEmbeddingDataLoader(nnUNetDataLoader):
     def __init__(self, *args, embedding_cache: EmbeddingCache, fusion_cells: Sequence[int], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        if not self.patch_size_was_2d:
-            raise ValueError("The embedding cache serves 2D configurations only.")
         self.embedding_cache = embedding_cache
         self.fusion_cells = tuple(int(c) for c in fusion_cells)
         self.sample_transforms = self.transforms
@@ -47,20 +50,33 @@ class CachedEmbeddingDataLoader(nnUNetDataLoader):
 
     def _transform_with_embedding(self, **sample) -> dict:
         identifier = self._batch_keys[len(self._batch_embeddings)]
-        (z, y0, x0), (_, height, width) = self._crop
-        sample[COORDINATES_KEY] = frame_grid_coordinates((y0, x0), sample["image"].shape[1:], (height, width),
-                                                         self.embedding_cache.key.patch_size)
+        (first_frame, y0, x0), (num_frames, height, width) = self._crop
+        in_plane = frame_grid_coordinates((y0, x0), sample["image"].shape[-2:], (height, width),
+                                          self.embedding_cache.key.patch_size)
+        clip = sample["image"].dim() == 4  # (C, T, H, W); a 2D sample is (C, H, W), one frame
+        sample[COORDINATES_KEY] = (in_plane[:, None].expand(-1, sample["image"].shape[1], -1, -1).contiguous()
+                                   if clip else in_plane)
         if self.sample_transforms is not None:
             sample = self.sample_transforms(**sample)
         coordinates = sample.pop(COORDINATES_KEY)
         if coordinates is None:
             raise RuntimeError("A transform in the training pipeline dropped the regression target that carries the "
                                "embedding cache's coordinates; give it an _apply_to_regr_target.")
-        embedding = torch.from_numpy(np.asarray(self.embedding_cache.open(identifier)[z], dtype=np.float32))
-        self._batch_embeddings.append(sample_at_cells(embedding, coordinates, self.fusion_cells))
+        if not clip:
+            coordinates = coordinates[:, None]
+        cached = self.embedding_cache.open(identifier)
+        frames = []
+        for t in range(coordinates.shape[1]):
+            frame = first_frame + t
+            if 0 <= frame < num_frames:
+                embedding = torch.from_numpy(np.asarray(cached[frame], dtype=np.float32))
+                frames.append(sample_at_cells(embedding, coordinates[:, t], self.fusion_cells))
+            else:  # padding beyond the sequence: nothing was encoded there
+                frames.append(torch.zeros(cached.shape[2], *self.fusion_cells))
+        self._batch_embeddings.append(torch.stack(frames))
         return sample
 
     def generate_train_batch(self) -> dict:
         batch = super().generate_train_batch()
-        batch["embedding"] = torch.stack(self._batch_embeddings)
+        batch["embedding"] = torch.cat(self._batch_embeddings)  # (B * T, D, h, w), clip-major; T = 1 in 2D
         return batch

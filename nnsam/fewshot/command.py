@@ -24,6 +24,7 @@ from nnsam.fewshot.runner import (
     Workspace,
     assign_folds,
     check_trainer,
+    earlier_runs,
     ensure_preprocessed,
     open_workspace,
     prepare_workspace,
@@ -291,7 +292,15 @@ def run(args: argparse.Namespace) -> int:
         return _error(error)
 
     outcomes = run_all(plan.specs, workspace)
-    rows = [row for outcome in outcomes for row in outcome.rows]
+    earlier = earlier_runs(workspace, plan.specs)
+    if earlier:
+        print(f"The report also includes {len(earlier)} run(s) finished earlier in {workspace.out_dir} under the same "
+              f"test set and budget: {', '.join(o.spec.name for o in earlier)}.")
+    reported = outcomes + earlier
+    trainers = list(dict.fromkeys([*plan.trainers, *(o.spec.trainer for o in earlier)]))
+    ns = sorted({*plan.ns, *(o.spec.n for o in earlier)})
+    seeds = sorted({o.spec.seed for o in reported})
+    rows = [row for outcome in reported for row in outcome.rows]
     failed = [f"{o.spec.name} (log: {o.log_path})" for o in outcomes if o.status == "failed"]
     finished = {(o.spec.trainer, o.spec.n, o.spec.seed) for o in outcomes if o.status != "failed"}
 
@@ -303,19 +312,19 @@ def run(args: argparse.Namespace) -> int:
         + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""),
         f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
         *PROTOCOL_LINES,
-        f"- Seeds: {' '.join(str(s) for s in dict.fromkeys(s.seed for s in plan.specs))}",
+        f"- Seeds: {' '.join(str(s) for s in seeds)}",
         f"- Budget: epochs {describe(budget.epochs)}, iterations/epoch {describe(budget.iters_per_epoch)}, "
         f"val iterations (on training cases) {describe(budget.val_iters)}, batch size {describe(budget.batch_size)}, "
         f"test-time mirroring {'off' if budget.disable_tta else 'on'}, device {budget.device}",
     ]
     out = workspace.out_dir
     results_csv = write_results_csv(rows, out / "results.csv")
-    summary = write_summary_md(rows, out / "summary.md", plan.trainers, plan.ns, header, failed)
+    summary = write_summary_md(rows, out / "summary.md", trainers, ns, header, failed)
     if rows:
-        plot = plot_fewshot(rows, out / "fewshot.png", plan.trainers)
+        plot = plot_fewshot(rows, out / "fewshot.png", trainers)
         overlays = _write_overlays(plan, test_cases, finished)
         print("\nMean Dice on the test set (mean ± sd over test cases × seeds, classes averaged per case):\n"
-              + "\n".join(dice_table(rows, plan.trainers, plan.ns)))
+              + "\n".join(dice_table(rows, trainers, ns)))
         print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
               f"({len(overlays)} images)")
     else:

@@ -579,6 +579,30 @@ def run_all(
     return outcomes
 
 
+def earlier_runs(workspace: Workspace, specs: list[RunSpec]) -> list[RunOutcome]:
+    """Finished runs in the workspace from earlier invocations under the same protocol as ``specs`` (same test set
+    and budget) but not among them: a study run in steps (N = 4 today, N = 20 tomorrow) reports all its runs together.
+    Sorted by seed, N and trainer, like a plan's specs."""
+    if not specs:
+        return []
+    reference = specs[0].as_json()
+    planned = {(spec.trainer, spec.n, spec.seed) for spec in specs}
+    outcomes = []
+    for done_file in sorted(workspace.runs_dir.glob("*/*/done.json")):
+        try:
+            done = json.loads(done_file.read_text())
+            spec = RunSpec(**{**done["spec"], "train_cases": tuple(done["spec"]["train_cases"]),
+                              "test_cases": tuple(done["spec"]["test_cases"]),
+                              "budget": TrainingBudget(**done["spec"]["budget"])})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # not a marker this version wrote; never guess its settings
+        same_protocol = (done["spec"]["test_cases"] == reference["test_cases"]
+                         and done["spec"]["budget"] == reference["budget"])
+        if same_protocol and (spec.trainer, spec.n, spec.seed) not in planned:
+            outcomes.append(RunOutcome(spec, "skipped", done["rows"], done_file.parent / "train.log"))
+    return sorted(outcomes, key=lambda o: (o.spec.seed, o.spec.n, o.spec.trainer))
+
+
 def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget,
               plans: str = PLANS, configuration: str = CONFIGURATION) -> Path:
     """Train one fold with nnU-Net's own trainer classes; returns nnU-Net's trained model folder.

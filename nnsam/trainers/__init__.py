@@ -17,9 +17,16 @@ from nnsam.trainers.variants.temporal.nnSAMTrainer_TRA import (
     nnSAMTrainer_TRA,
     nnSAMTrainer_TRA_LIA,
 )
+from nnsam.trainers.variants.temporal.nnSAMTrainer_TRA_Online import (
+    nnSAMTrainer_LiteMedSAM_TRA_LIA_Online,
+    nnSAMTrainer_LiteMedSAM_TRA_Online,
+    nnSAMTrainer_TRA_LIA_Online,
+    nnSAMTrainer_TRA_Online,
+)
 
 __all__ = ["nnSAMTrainer", "nnSAMTrainer_Cached", "nnSAMTrainer_CachedMirrored", "nnSAMTrainer_LIA",
            "nnSAMTrainer_LiteMedSAM", "nnSAMTrainer_LiteMedSAM_Cached", "nnSAMTrainer_LiteMedSAM_CachedMirrored",
            "nnSAMTrainer_LiteMedSAM_LIA", "nnSAMTrainer_LiteMedSAM_Online", "nnSAMTrainer_LiteMedSAM_TRA",
-           "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_Online", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA",
-           "nnSAMTrainer_ZScoreInput"]
+           "nnSAMTrainer_LiteMedSAM_TRA_LIA", "nnSAMTrainer_LiteMedSAM_TRA_LIA_Online",
+           "nnSAMTrainer_LiteMedSAM_TRA_Online", "nnSAMTrainer_Online", "nnSAMTrainer_TRA", "nnSAMTrainer_TRA_LIA",
+           "nnSAMTrainer_TRA_LIA_Online", "nnSAMTrainer_TRA_Online", "nnSAMTrainer_ZScoreInput"]

@@ -5,6 +5,7 @@ On the first ``nnUNetv2_train`` the embeddings of every slice of the fold's case
 stored beside nnU-Net's preprocessed data (``nnsam.cache.store``); later runs reuse them and rebuild only what
 changed (data, encoder, encoder weights, input mode, patch size) or what fails its checksum. Each augmented patch
 takes its embedding from its slice's, through the same spatial augmentation as the image (``nnsam.cache.data_loader``).
+Clips of the ``2d_temporal`` configuration take theirs frame by frame (each frame of a sequence is a cached slice).
 
 What the encoder sees is the whole slice (padded to the patch size, as nnU-Net's predictor pads it), not the patch.
 Prediction is nnU-Net's predictor, unchanged: it encodes every sliding window, which for a slice that fits into one
@@ -35,6 +36,10 @@ class EmbeddingCacheMixin:
     cache_mirrored_views: bool = False  # True: 4 views per slice (as is, mirrored x, y, both)
     embedding_cache: EmbeddingCache | None = None
 
+    def frame_patch_size(self) -> tuple[int, int]:
+        """The in-plane patch: the 2D plan's patch, or a ``2d_temporal`` clip's patch without its time axis."""
+        return tuple(int(p) for p in self.configuration_manager.patch_size[-2:])
+
     def embedding_cache_root(self) -> Path:
         return (Path(self.preprocessed_dataset_folder_base) / CACHE_FOLDER
                 / f"{self.plans_manager.plans_name}_{self.configuration_name}")
@@ -43,7 +48,7 @@ class EmbeddingCacheMixin:
         """Build what is missing or stale in this fold's cache (rank 0 only under DDP) and return the cache."""
         encoder = self.nnsam_network().image_encoder
         cache = EmbeddingCache(self.embedding_cache_root(),
-                               CacheKey.for_encoder(encoder, self.configuration_manager.patch_size,
+                               CacheKey.for_encoder(encoder, self.frame_patch_size(),
                                                     self.cache_mirrored_views))
         if self.dataset_class is None:
             self.dataset_class = infer_dataset_class(self.preprocessed_dataset_folder)
@@ -65,12 +70,13 @@ class EmbeddingCacheMixin:
         super().on_train_start()
 
     def get_dataloaders(self):
-        if not self.cache_embeddings:
+        if not self.cache_embeddings or self.embedding_cache is None:
+            # Loaders built outside on_train_start (no cache prepared) deliver plain batches, encoded online.
             return super().get_dataloaders()
         # nnU-Net builds its loaders inside get_dataloaders; ours is nnU-Net's loader plus the embedding, so it is
         # swapped in for exactly that call instead of copying nnU-Net's method.
         loader = partial(CachedEmbeddingDataLoader, embedding_cache=self.embedding_cache,
-                         fusion_cells=self.nnsam_network().fusion_cells(self.configuration_manager.patch_size))
+                         fusion_cells=self.nnsam_network().fusion_cells(self.frame_patch_size()))
         with mock.patch.object(nnunet_trainer_module, "nnUNetDataLoader", loader):
             return super().get_dataloaders()
 

@@ -19,11 +19,12 @@ IN_PLANE_MIRROR_AXES = (1, 2)
 
 
 class nnSAMTrainer_TRA(nnSAMTrainer):
-    """The planned 2D nnSAM U-Net on every frame of a clip, with TRA at the fusion stage (skip and embedding)."""
+    """The planned 2D nnSAM U-Net on every frame of a clip, with TRA at the fusion stage (skip and embedding).
+
+    Like nnSAMTrainer it trains from the embedding cache: every frame of a sequence is encoded once and each clip's
+    frames take their warped embeddings (``nnSAMTrainer_TRA_Online`` encodes every frame of every clip)."""
 
     tra_at: tuple[str, ...] = TRA_PLACES
-    # Clips come from nnU-Net's 3D loader, whose samples the slice cache does not cover: frames are encoded online.
-    cache_embeddings = False
 
     def check_configuration(self, configuration: str) -> None:
         if not is_temporal_configuration(self.configuration_manager):
