@@ -12,13 +12,15 @@ import torch.nn.functional as F
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from conftest import nnunet_bin, nnunet_env, run_command
+from test_embedding_cache_trainer import _online_embedding
 from nnsam.echo.phantom import make_camus_phantom
 from nnsam.networks.temporal_relation import clips_to_frames
 from nnsam.trainers import nnSAMTrainer_LiteMedSAM_TRA, nnSAMTrainer_LiteMedSAM_TRA_Online
 
 FRAMES = 4
 # Median cosine similarity between a clip frame's cached (warped) embedding and the online embedding of the same
-# augmented frame: measured 0.71 (quartiles 0.67-0.76) on this phantom (32 frames, seed 0); 2D slices of the synthetic data give 0.80.
+# augmented frame: measured 0.71 (quartiles 0.67-0.76) on this phantom (32 frames, seed 0); 2D slices of the
+# synthetic data give 0.80.
 MIN_MEDIAN_COSINE_AUGMENTED = 0.6
 
 
@@ -27,8 +29,8 @@ def temporal_dataset(tmp_path_factory):
     root = tmp_path_factory.mktemp("temporal_cache")
     # 60x60 frames on a 64x64 patch: a whole frame is one window, padded by an even count so that nnU-Net's loader
     # centres it exactly as its predictor does; without augmentation the cache is then exact.
-    camus = make_camus_phantom(root / "camus", num_patients=1, seed=3, split_sizes=(1, 0, 0), frame_range=(5, 6), size_range=(60, 60),
-                               spacing_range_mm=(0.3, 0.3))
+    camus = make_camus_phantom(root / "camus", num_patients=1, seed=3, split_sizes=(1, 0, 0), frame_range=(5, 6),
+                               size_range=(60, 60), spacing_range_mm=(0.3, 0.3))
     env = nnunet_env(root)
     run_command([nnunet_bin("nnsam"), "convert-camus", str(camus), str(root / "raw"), "--dataset-id", "130"], env)
     run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "131", "-c", "2d", "3d_fullres", "-np", "1"], env)
@@ -65,10 +67,7 @@ def _placed_like_the_predictor(clip: torch.Tensor) -> bool:
 
 
 def _online_frame_embeddings(network, clips):
-    frames = clips_to_frames(clips)
-    with torch.no_grad():
-        skips = network.unet.encoder(frames)
-        return network.embedding_at(frames, skips[network.fusion_skip])
+    return _online_embedding(network, clips_to_frames(clips))
 
 
 def test_clips_take_their_frames_embeddings_from_the_cache(temporal_dataset, monkeypatch):

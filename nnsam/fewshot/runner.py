@@ -585,7 +585,6 @@ def earlier_runs(workspace: Workspace, specs: list[RunSpec]) -> list[RunOutcome]
     Sorted by seed, N and trainer, like a plan's specs."""
     if not specs:
         return []
-    reference = specs[0].as_json()
     planned = {(spec.trainer, spec.n, spec.seed) for spec in specs}
     outcomes = []
     for done_file in sorted(workspace.runs_dir.glob("*/*/done.json")):
@@ -596,8 +595,7 @@ def earlier_runs(workspace: Workspace, specs: list[RunSpec]) -> list[RunOutcome]
                               "budget": TrainingBudget(**done["spec"]["budget"])})
         except (OSError, ValueError, KeyError, TypeError):
             continue  # not a marker this version wrote; never guess its settings
-        same_protocol = (done["spec"]["test_cases"] == reference["test_cases"]
-                         and done["spec"]["budget"] == reference["budget"])
+        same_protocol = spec.test_cases == specs[0].test_cases and spec.budget == specs[0].budget
         if same_protocol and (spec.trainer, spec.n, spec.seed) not in planned:
             outcomes.append(RunOutcome(spec, "skipped", done["rows"], done_file.parent / "train.log"))
     return sorted(outcomes, key=lambda o: (o.spec.seed, o.spec.n, o.spec.trainer))
