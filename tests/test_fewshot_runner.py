@@ -247,6 +247,41 @@ def test_training_subprocess_predicts_raw_test_images_into_the_run_folder(datase
     assert command[command.index("--test-cases") + 1:][:2] == list(TEST_CASES)
 
 
+def test_a_run_cut_short_resumes_from_its_last_checkpoint(dataset: Path, tmp_path: Path, monkeypatch) -> None:
+    workspace = _prepared(dataset, tmp_path / "out")
+    spec = _spec("Good", 2, test_cases=TEST_CASES)
+    seen: list[tuple[bool, bool]] = []
+
+    def cut_short(s: RunSpec, ws: Workspace, log_path: Path) -> int:
+        fold_dir = ws.fold_dir(s.trainer, s.fold)
+        seen.append(((fold_dir / "checkpoint_latest.pth").is_file(), ws.test_prediction_dir(s).exists()))
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "checkpoint_latest.pth").write_text("epoch 7")
+        ws.test_prediction_dir(s).mkdir(parents=True, exist_ok=True)
+        (ws.test_prediction_dir(s) / "t1.nii.gz").write_text("half-written")
+        return 1  # as if the process had been killed mid-run
+
+    run_all([spec], workspace, cut_short, _fake_evaluate)
+    run_all([spec], workspace, cut_short, _fake_evaluate)
+    # The rerun kept the checkpoint, never the predictions of the cut attempt.
+    assert seen == [(False, False), (True, False)]
+
+    # The training subprocess continues from it, appending to the run's log.
+    calls = []
+    monkeypatch.setattr(subprocess, "run", lambda command, **kwargs: calls.append(command) or subprocess.CompletedProcess(command, 0))
+    log_path = workspace.run_dir(spec) / "train.log"
+    log_path.write_text("first attempt\n")
+    train_in_subprocess(spec, workspace, log_path)
+    assert "--resume" in calls[0] and log_path.read_text().startswith("first attempt")
+    monkeypatch.undo()
+
+    # Other settings are another run: it starts from scratch.
+    seen.clear()
+    run_all([_spec("Good", 2, TrainingBudget(device="cpu", epochs=9), test_cases=TEST_CASES)], workspace, cut_short,
+            _fake_evaluate)
+    assert seen == [(False, False)]
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

@@ -18,6 +18,10 @@ Protocol: the test set is never seen before the final evaluation.
   after every run, so they cannot be mistaken for results. A run keeps its final weights, its test predictions,
   its logs and its ``done.json`` marker (the run's settings and per-case metrics) that makes reruns skip finished
   work.
+* A run cut short (the machine or the session ended, the process was killed) resumes from its last checkpoint:
+  training saves ``checkpoint_latest.pth`` about every 5 % of its epochs, and a rerun whose ``started.json`` holds
+  the same settings continues from it as ``nnUNetv2_train --c`` would (nnU-Net does not store the random state, so
+  the resumed run draws other batches than an uncut one would have).
 
 Everything nnU-Net writes goes under OUT_DIR: ``nnUNet_raw`` (the pool view above), ``nnUNet_preprocessed`` and
 ``nnUNet_results`` are nnU-Net's usual folders, ``runs/<trainer>/n<N>_seed<S>`` holds each run's log, test
@@ -67,6 +71,9 @@ DATASET_FOLDER_PATTERN = re.compile(r"^Dataset(\d{3})_([A-Za-z0-9_\-]+)$")
 PREPROCESSED_MARKER = "fewshot_preprocessing_done.json"
 SPLIT_RECORD = "test_set.json"
 FINAL_CHECKPOINT = "checkpoint_final.pth"
+LATEST_CHECKPOINT = "checkpoint_latest.pth"
+# Checkpoints per run: nnU-Net saves every 50 epochs, so a short few-shot run would otherwise have nothing to resume.
+CHECKPOINTS_PER_RUN = 20
 # What nnU-Net leaves in a fold folder that is no result of ours: the checkpoint it picks on the pseudo-Dice, and
 # the folder of its own final validation (never run by us; removed in case a trainer subclass runs it anyway).
 NOT_RESULTS = ("checkpoint_best.pth", "validation")
@@ -486,7 +493,10 @@ def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> 
             command += [flag, str(value)]
     if budget.disable_tta:
         command.append("--disable-tta")
-    with open(log_path, "w") as log:
+    resume = (workspace.fold_dir(spec.trainer, spec.fold) / LATEST_CHECKPOINT).is_file()
+    if resume:
+        command.append("--resume")
+    with open(log_path, "a" if resume else "w") as log:
         log.write(" ".join(command) + "\n")
         log.flush()
         return subprocess.run(command, env=workspace.nnunet_env(budget.device), stdout=log, stderr=subprocess.STDOUT).returncode
@@ -519,6 +529,16 @@ def discard_non_results(spec: RunSpec, workspace: Workspace) -> None:
             path.unlink(missing_ok=True)
 
 
+def _resumable(spec: RunSpec, workspace: Workspace, started_file: Path) -> bool:
+    """Whether an earlier attempt of exactly this run left a checkpoint to continue from."""
+    if not (workspace.fold_dir(spec.trainer, spec.fold) / LATEST_CHECKPOINT).is_file():
+        return False
+    try:
+        return json.loads(started_file.read_text())["spec"] == spec.as_json()
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
 def _mean_dice(rows: list[dict]) -> float:
     scored = [r["dice"] for r in rows if "dice" in r]  # nnsam ablation adds per-sequence rows without one
     return sum(scored) / max(1, len(scored))
@@ -541,6 +561,7 @@ def run_all(
     for i, spec in enumerate(progress, start=1):
         run_dir = workspace.run_dir(spec)
         done_file, failed_file, log_path = run_dir / "done.json", run_dir / "failed.json", run_dir / "train.log"
+        started_file = run_dir / "started.json"
         label = f"[{i}/{len(specs)}] {spec.name}"
         progress.set_postfix_str(spec.name)
         if done_file.is_file():
@@ -553,10 +574,15 @@ def run_all(
         run_dir.mkdir(parents=True, exist_ok=True)
         done_file.unlink(missing_ok=True)
         failed_file.unlink(missing_ok=True)
-        # A fresh fold folder and prediction folder: stale predictions of an earlier attempt must never be scored.
-        shutil.rmtree(workspace.fold_dir(spec.trainer, spec.fold), ignore_errors=True)
+        # Stale predictions of an earlier attempt must never be scored; its weights are kept only to resume the same
+        # run from its last checkpoint.
         shutil.rmtree(workspace.test_prediction_dir(spec), ignore_errors=True)
-        tqdm.write(f"{label}: training on {spec.n} cases (log: {log_path})")
+        if _resumable(spec, workspace, started_file):
+            tqdm.write(f"{label}: resuming from its last checkpoint (log: {log_path})")
+        else:
+            shutil.rmtree(workspace.fold_dir(spec.trainer, spec.fold), ignore_errors=True)
+            started_file.write_text(json.dumps({"spec": spec.as_json()}))
+            tqdm.write(f"{label}: training on {spec.n} cases (log: {log_path})")
         started = time.time()
         try:
             return_code = train_fn(spec, workspace, log_path)
@@ -602,8 +628,11 @@ def earlier_runs(workspace: Workspace, specs: list[RunSpec]) -> list[RunOutcome]
 
 
 def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget,
-              plans: str = PLANS, configuration: str = CONFIGURATION) -> Path:
+              plans: str = PLANS, configuration: str = CONFIGURATION, resume: bool = False) -> Path:
     """Train one fold with nnU-Net's own trainer classes; returns nnU-Net's trained model folder.
+
+    ``resume`` continues from the fold's ``checkpoint_latest.pth`` (saved every ``num_epochs / CHECKPOINTS_PER_RUN``
+    epochs) as ``nnUNetv2_train --c`` does.
 
     Training ends with nnU-Net's ``checkpoint_final.pth``; nnU-Net's own final validation is not run (the fold's
     ``val`` cases are its training cases, see the module docstring).
@@ -631,6 +660,11 @@ def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: Tra
         patch = trainer.configuration_manager.patch_size
         images_per_patch = patch[0] if len(patch) == 3 else 1
         trainer.configuration_manager.configuration["batch_size"] = max(1, budget.batch_size // images_per_patch)
+    trainer.save_every = max(1, min(trainer.save_every, trainer.num_epochs // CHECKPOINTS_PER_RUN))
+    if resume:
+        # nnU-Net's load_checkpoint initialises the trainer first, with the batch size set above.
+        trainer.load_checkpoint(os.path.join(trainer.output_folder, LATEST_CHECKPOINT))
+        trainer.print_to_log_file(f"nnsam fewshot: resumed from {LATEST_CHECKPOINT} at epoch {trainer.current_epoch}")
     trainer.print_to_log_file(
         f"nnsam fewshot budget: epochs={trainer.num_epochs} iters/epoch={trainer.num_iterations_per_epoch} "
         f"val iters={trainer.num_val_iterations_per_epoch} batch={trainer.configuration_manager.batch_size} "
@@ -677,13 +711,15 @@ def _train_main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-iters", type=int)
     parser.add_argument("--batch-size", type=int)
     parser.add_argument("--disable-tta", action="store_true")
+    parser.add_argument("--resume", action="store_true", help=f"continue from the fold's {LATEST_CHECKPOINT}")
     parser.add_argument("--source", type=Path, required=True, help="The source raw dataset (test images are read here).")
     parser.add_argument("--test-cases", nargs="+", required=True)
     parser.add_argument("--predictions-dir", type=Path, required=True)
     args = parser.parse_args(argv)
     budget = TrainingBudget(device=args.device, epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
                             val_iters=args.val_iters, batch_size=args.batch_size, disable_tta=args.disable_tta)
-    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget, args.plans, args.configuration)
+    model_dir = train_one(args.dataset, args.fold, args.trainer, args.seed, budget, args.plans, args.configuration,
+                          resume=args.resume)
     dataset_json = read_dataset_json(args.source)
     predict_test_cases(model_dir, args.fold, budget,
                        [case_image_files(args.source, dataset_json, case) for case in args.test_cases],
