@@ -493,7 +493,7 @@ def train_in_subprocess(spec: RunSpec, workspace: Workspace, log_path: Path) -> 
             command += [flag, str(value)]
     if budget.disable_tta:
         command.append("--disable-tta")
-    resume = (workspace.fold_dir(spec.trainer, spec.fold) / LATEST_CHECKPOINT).is_file()
+    resume = _latest_checkpoint(spec, workspace).is_file()  # run_all left it only for a resumable attempt
     if resume:
         command.append("--resume")
     with open(log_path, "a" if resume else "w") as log:
@@ -529,9 +529,13 @@ def discard_non_results(spec: RunSpec, workspace: Workspace) -> None:
             path.unlink(missing_ok=True)
 
 
+def _latest_checkpoint(spec: RunSpec, workspace: Workspace) -> Path:
+    return workspace.fold_dir(spec.trainer, spec.fold) / LATEST_CHECKPOINT
+
+
 def _resumable(spec: RunSpec, workspace: Workspace, started_file: Path) -> bool:
     """Whether an earlier attempt of exactly this run left a checkpoint to continue from."""
-    if not (workspace.fold_dir(spec.trainer, spec.fold) / LATEST_CHECKPOINT).is_file():
+    if not _latest_checkpoint(spec, workspace).is_file():
         return False
     try:
         return json.loads(started_file.read_text())["spec"] == spec.as_json()
