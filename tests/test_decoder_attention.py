@@ -58,6 +58,9 @@ def test_lia_trainer_trains_with_nnunets_machinery(synthetic_nnunet, monkeypatch
     from nnsam.trainers import nnSAMTrainer_LiteMedSAM_LIA
 
     trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_LIA, synthetic_nnunet, monkeypatch)
+    # Online embeddings: the attention trains the same either way, and the step encodes 2 slices where building the
+    # cache would encode the whole dataset (a minute on a CPU).
+    trainer.cache_embeddings = False
     trainer.on_train_start()
     network = trainer.nnsam_network()
     attention = network.decoder_attention[str(network.fused_decoder_stage)]

@@ -15,8 +15,8 @@ FRAMES = 4
 
 def test_tra_trainer_trains_and_predicts_whole_sequences(tmp_path):
     # Few, short, small sequences: the cache and the predictor encode every frame (about 2 s each on a CPU); frames
-    # of 64-80 px take one or two 80-px windows in-plane after resampling. Still two clips per sequence along time.
-    camus = make_camus_phantom(tmp_path / "camus", num_patients=2, seed=1, split_sizes=(1, 0, 1), frame_range=(6, 7),
+    # of 64-80 px take one or two 80-px windows in-plane after resampling. Still two clips of 4 per 5-frame sequence.
+    camus = make_camus_phantom(tmp_path / "camus", num_patients=2, seed=1, split_sizes=(1, 0, 1), frame_range=(5, 5),
                                size_range=(64, 80))
     env = nnunet_env(tmp_path)
     run_command([nnunet_bin("nnsam"), "convert-camus", str(camus), str(tmp_path / "raw"), "--dataset-id", "120"], env)

@@ -77,6 +77,7 @@ def test_nnunet_optimizer_variants_combine_by_multiple_inheritance(synthetic_nnu
         pass
 
     trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Adam, synthetic_nnunet, monkeypatch)
+    trainer.cache_embeddings = False  # the encoder in every step; no cache build (a minute on a CPU) needed here
     trainer.on_train_start()
     assert isinstance(trainer.optimizer, torch.optim.AdamW)  # nnU-Net's Adam variant's optimizer, not ours
     network = trainer.nnsam_network()

@@ -693,11 +693,18 @@ def predict_test_cases(
     predictor = nnUNetPredictor(use_mirroring=not budget.disable_tta, perform_everything_on_device=on_gpu,
                                 device=torch.device(budget.device), allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(str(model_dir), use_folds=(fold,), checkpoint_name=FINAL_CHECKPOINT)
-    # nnU-Net's default worker counts (8 + 8 spawned processes) would swamp a small CPU machine.
-    workers = default_num_processes if on_gpu else 1
-    predictor.predict_from_files([[str(p) for p in files] for files in image_files], [str(p) for p in output_files],
-                                 save_probabilities=False, overwrite=True, num_processes_preprocessing=workers,
-                                 num_processes_segmentation_export=workers)
+    images, outputs = [[str(p) for p in files] for files in image_files], [str(p) for p in output_files]
+    if on_gpu:  # background workers preprocess and export while the GPU predicts
+        predictor.predict_from_files(images, outputs, save_probabilities=False, overwrite=True,
+                                     num_processes_preprocessing=default_num_processes,
+                                     num_processes_segmentation_export=default_num_processes)
+    else:
+        # On a CPU the workers would only compete with the network for the same cores, and each spawned one first
+        # imports torch and nnU-Net again (seconds per run): nnU-Net's own single-process path, same results. Unlike
+        # predict_from_files it expects the output folder to exist.
+        for output in output_files:
+            output.parent.mkdir(parents=True, exist_ok=True)
+        predictor.predict_from_files_sequential(images, outputs, save_probabilities=False, overwrite=True)
 
 
 def _train_main(argv: list[str] | None = None) -> int:
