@@ -8,9 +8,13 @@
 #   - the same budget, folds and seeds for both trainers; seed = the draw of the N training cases and the init.
 # Runs are resumable: rerunning skips every run whose done.json matches. STEPS picks what to run (default: all,
 # most informative first: an HC18 run costs about 2.5 ACDC runs, its patch being 160x224), e.g. STEPS="acdc4 acdc20".
+# Each finished run's record (its settings and per-case metrics) is also kept under RECORDS (default: the
+# repository's docs/fewshot_records, under version control): a study longer than one machine's session continues on
+# a new machine from them, and the report includes every recorded run.
 set -euo pipefail
 DATA=${DATA:-../shared/data}
 OUT=${OUT:-fewshot_evidence}
+RECORDS=${RECORDS:-"$(cd "$(dirname "$0")/.." && pwd)/docs/fewshot_records"}
 STEPS=${STEPS:-"acdc4 acdc20 hc18 acdc4resenc acdc8 hc18n8"}
 # nnSAMTrainer_LiteMedSAM_Cached = nnSAMTrainer_LiteMedSAM (the cache is the default); the study started under this name.
 TRAINERS=(nnUNetTrainer nnSAMTrainer_LiteMedSAM_Cached)
@@ -32,22 +36,22 @@ downsample "$DATA/Dataset102_HC18" "$OUT/raw/Dataset103_HC18x4" 4
 for step in $STEPS; do
     case $step in
         acdc4)  # N = 4, two draws
-            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 4 --seeds 0 1 \
+            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --records "$RECORDS/acdc" --test-fraction 0.2 --n 4 --seeds 0 1 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         acdc20)
-            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 20 --seeds 0 \
+            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --records "$RECORDS/acdc" --test-fraction 0.2 --n 20 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         acdc4resenc)  # nnU-Net's ResEnc M preset as a baseline row, same draws
-            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 4 --seeds 0 1 \
+            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --records "$RECORDS/acdc" --test-fraction 0.2 --n 4 --seeds 0 1 \
                 --trainers nnUNetTrainer@ResEncM "${BUDGET[@]}" ;;
         acdc8)
-            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --test-fraction 0.2 --n 8 --seeds 0 \
+            nnsam fewshot "$OUT/raw/Dataset104_ACDCx2" --out "$OUT/acdc" --records "$RECORDS/acdc" --test-fraction 0.2 --n 8 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         hc18)
-            nnsam fewshot "$OUT/raw/Dataset103_HC18x4" --out "$OUT/hc18x4" --test-fraction 0.1 --n 4 20 --seeds 0 \
+            nnsam fewshot "$OUT/raw/Dataset103_HC18x4" --out "$OUT/hc18x4" --records "$RECORDS/hc18x4" --test-fraction 0.1 --n 4 20 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         hc18n8)
-            nnsam fewshot "$OUT/raw/Dataset103_HC18x4" --out "$OUT/hc18x4" --test-fraction 0.1 --n 8 --seeds 0 \
+            nnsam fewshot "$OUT/raw/Dataset103_HC18x4" --out "$OUT/hc18x4" --records "$RECORDS/hc18x4" --test-fraction 0.1 --n 8 --seeds 0 \
                 --trainers "${TRAINERS[@]}" "${BUDGET[@]}" ;;
         *) echo "unknown step $step (known: acdc4 acdc20 hc18 acdc4resenc acdc8 hc18n8)" >&2; exit 2 ;;
     esac

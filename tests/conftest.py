@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,10 +82,23 @@ def mobilesam_checkpoint(tmp_path_factory) -> Path:
     return path
 
 
+def trace_compile_without_codegen(monkeypatch) -> None:
+    """Make ``torch.compile`` (as nnU-Net calls it) use AOTAutograd without Inductor's code generation.
+
+    Graph breaks and recompiles are decided by TorchDynamo's tracing, before any backend runs, and AOTAutograd still
+    traces forward and backward; what is skipped is a minute of C++ compilation per network on a CPU (where nnU-Net
+    does not compile anyway)."""
+    compile_ = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda model, **kwargs: compile_(model, **{**kwargs, "backend": "aot_eager"}))
+
+
 def run_command(cmd: list[str], env: dict[str, str], cwd: Path | None = None, timeout: int = 1800) -> str:
-    """Run a real command line; on failure show its output in the test report."""
+    """Run a real command line; on failure show its output in the test report. Its wall time is printed (pytest -s
+    shows it), because these commands are what the suite spends its time on."""
+    started = time.perf_counter()
     proc = subprocess.run(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           timeout=timeout)
+    print(f"[{time.perf_counter() - started:6.1f} s] {Path(cmd[0]).name} {' '.join(cmd[1:4])}")
     if proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited with {proc.returncode}:\n{proc.stdout[-6000:]}")
     return proc.stdout
@@ -125,3 +139,31 @@ def synthetic_nnunet(tmp_path_factory) -> dict:
     run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "990", "-c", "2d", "-np", "2",
                  "--verify_dataset_integrity"], env)
     return {"root": root, "raw": dataset, "preprocessed": root / "preprocessed" / SYNTHETIC_DATASET_NAME}
+
+
+TEMPORAL_FRAMES = 4
+
+
+@pytest.fixture(scope="session")
+def camus_phantom_nnunet(tmp_path_factory) -> dict:
+    """A CAMUS-layout phantom through the stock commands: ``nnsam convert-camus`` (the labelled training patient, and
+    the test patient as a new folder of unlabelled sequences), ``nnUNetv2_plan_and_preprocess -c 2d 3d_fullres`` and
+    ``nnsam add-temporal-config`` (clips of ``TEMPORAL_FRAMES``).
+
+    60x60 frames at 0.3 mm (no resampling) on the planned 64x64 patch: a whole frame is one window, padded by an
+    even count, so nnU-Net's loader centres it exactly as its predictor does (test_temporal_cache relies on it).
+    Sequences of 5-6 frames: two clips each. Every frame costs an encoder pass (about 2 s on a CPU) wherever it is
+    cached or predicted, hence one patient per split."""
+    from nnsam.echo.phantom import make_camus_phantom
+
+    root = tmp_path_factory.mktemp("camus_phantom")
+    camus = make_camus_phantom(root / "camus", num_patients=2, seed=3, split_sizes=(1, 0, 1), frame_range=(5, 6),
+                               size_range=(60, 60), spacing_range_mm=(0.3, 0.3))
+    env = nnunet_env(root)
+    run_command([nnunet_bin("nnsam"), "convert-camus", str(camus), str(root / "raw"), "--dataset-id", "130"], env)
+    run_command([nnunet_bin("nnsam"), "convert-camus", str(camus), str(root / "new"), "--unlabelled"], env)
+    raw = root / "raw" / "Dataset131_CAMUSSeq"
+    run_command([nnunet_bin("nnUNetv2_plan_and_preprocess"), "-d", "131", "-c", "2d", "3d_fullres", "-np", "1"], env)
+    log = run_command([nnunet_bin("nnsam"), "add-temporal-config", "131", "--frames", str(TEMPORAL_FRAMES)], env)
+    return {"root": root, "raw": raw, "preprocessed": root / "preprocessed" / raw.name, "new": root / "new",
+            "add_temporal_config_log": log}

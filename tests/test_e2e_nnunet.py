@@ -1,8 +1,8 @@
-"""End to end with the stock nnU-Net commands in subprocesses: plan/preprocess -> train (tiny schedule) -> predict
-on a new folder, with real encoder architectures."""
-from pathlib import Path
-
+"""End to end with the stock nnU-Net commands in subprocesses: plan/preprocess -> train (tiny schedule, from the
+embedding cache) -> predict on a new folder, with real encoder architectures."""
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,6 +10,7 @@ import SimpleITK as sitk
 from nnunetv2.inference.sliding_window_prediction import compute_steps_for_sliding_window
 
 from conftest import SHARED_DATA, nnunet_bin, nnunet_env, run_command
+from nnsam.cache.store import CACHE_FOLDER
 from nnsam.data.downsample import downsample_raw_dataset
 from nnsam.data.synthetic import make_synthetic_dataset
 
@@ -29,21 +30,33 @@ def dice_per_class(pred_dir: Path, label_dir: Path, labels: list[int]) -> dict[i
     return {c: (float(np.mean(s)), float(np.mean(ch))) for c, (s, ch) in scores.items()}
 
 
-def test_mobilesam_trainer_plan_train_resume_predict(synthetic_nnunet, mobilesam_checkpoint, tmp_path):
-    root, raw = synthetic_nnunet["root"], synthetic_nnunet["raw"]
+def test_mobilesam_trainer_plan_train_cache_resume_predict(synthetic_nnunet, mobilesam_checkpoint, tmp_path):
+    root, raw, preprocessed = synthetic_nnunet["root"], synthetic_nnunet["raw"], synthetic_nnunet["preprocessed"]
+    shutil.rmtree(preprocessed / CACHE_FOLDER, ignore_errors=True)  # other tests may have filled it
     env = nnunet_env(root, mobilesam_checkpoint)
     train = [nnunet_bin("nnUNetv2_train"), "990", "2d", "0", "-tr", "nnSAMTrainer_Tiny", "-device", "cpu"]
-    run_command(train, env)
+    # The stock command trains from the embedding cache (the default), building it on first use.
+    log = run_command(train, env)
+    assert "0 cases reused, 16 built (16 slices encoded)" in log
+    caches = list((preprocessed / CACHE_FOLDER / "nnUNetPlans_2d").iterdir())
+    assert len(caches) == 1 and caches[0].name.startswith("mobilesam_minmax_")
+    assert len(list(caches[0].glob("*.npy"))) == 16
     fold = root / "results" / raw.name / "nnSAMTrainer_Tiny__nnUNetPlans__2d" / "fold_0"
     checkpoint = fold / "checkpoint_final.pth"
     assert checkpoint.is_file()
     print(f"trained nnSAM (MobileSAM) checkpoint: {checkpoint.stat().st_size / 2**20:.1f} MiB")
 
-    # --c on a finished run resumes from checkpoint_final (and redoes the validation) without failing
+    # --c on a finished run resumes from checkpoint_final (and redoes the validation) without failing. It prepares
+    # the cache again: every case is reused except one whose file was damaged, which is found and rebuilt, not read.
+    damaged = sorted(caches[0].glob("*.npy"))[3]
+    damaged.write_bytes(damaged.read_bytes()[:1000])
     log = run_command(train + ["--c"], env)
     assert "Mean Validation Dice" in log
+    assert "15 cases reused, 1 built (1 slices encoded)" in log
 
-    # Prediction on a new folder: no weight file, no nnSAM variable, an empty HOME.
+    # Prediction on a new folder: nnU-Net's predictor with the online encoder (no cache involved or needed), no
+    # weight file, no nnSAM variable, an empty HOME.
+    shutil.rmtree(preprocessed / CACHE_FOLDER)
     predict_env = nnunet_env(root)
     assert "NNSAM_MOBILESAM_CHECKPOINT" not in predict_env
     predictions = tmp_path / "pred"

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import trace_compile_without_codegen
 from test_trainer import _make_trainer
 from nnsam.trainers import nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Online
 
@@ -47,7 +48,7 @@ def test_cached_training_never_runs_the_encoder_and_tracks_augmented_patches(cac
     handle = network.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     cached_trainer.on_train_epoch_start()
     unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
-    batches = [next(cached_trainer.dataloader_train) for _ in range(10)]
+    batches = [next(cached_trainer.dataloader_train) for _ in range(6)]  # 12 samples, each encoded online below
     for batch in batches[:2]:
         cached_trainer.train_step(batch)
     cached_trainer.on_validation_epoch_start()
@@ -83,6 +84,7 @@ def test_cached_training_compiles_into_one_graph(synthetic_nnunet, monkeypatch):
     torch._dynamo.reset()
     trainer = _make_trainer(nnSAMTrainer_LiteMedSAM, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
     monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)  # nnU-Net switches compile off on CPU
+    trace_compile_without_codegen(monkeypatch)
     trainer.on_train_start()
     assert isinstance(trainer.network, torch._dynamo.OptimizedModule)
     trainer.on_train_epoch_start()

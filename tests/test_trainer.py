@@ -5,7 +5,7 @@ import pytest
 import torch
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
-from conftest import nnunet_env
+from conftest import nnunet_env, trace_compile_without_codegen
 from nnsam.networks import checkpoints
 from nnsam.networks.build_encoder import ENCODER_REGISTRY, get_encoder_spec
 from nnsam.networks.checkpoints import sha256_of
@@ -143,6 +143,7 @@ def test_training_steps_with_torch_compile(synthetic_nnunet, monkeypatch):
     trainer = _make_trainer(nnSAMTrainer_LiteMedSAM_Online, synthetic_nnunet, monkeypatch, nnUNet_compile="t")
     # nnU-Net switches compile off on CPU ("CPU compile crashes for 2D models"); this CPU compiles it fine.
     monkeypatch.setattr(trainer, "_do_i_compile", lambda: True)
+    trace_compile_without_codegen(monkeypatch)
     trainer.on_train_start()
     assert isinstance(trainer.network, torch._dynamo.OptimizedModule)
     trainer.on_train_epoch_start()

@@ -29,7 +29,9 @@ from nnsam.fewshot.runner import (
     open_workspace,
     prepare_workspace,
     run_all,
+    split_record,
 )
+from nnsam.fewshot.records import restore_records, save_records
 from nnsam.fewshot.splits import SplitError, check_test_fraction, make_fewshot_split
 
 DEFAULT_TRAINERS = ["nnUNetTrainer", "nnSAMTrainer_LiteMedSAM"]
@@ -106,6 +108,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     tta.add_argument("--disable-tta", dest="tta", action="store_false", default=None,
                      help="Predict the test set without mirroring (default: off for the demo on CPU, on otherwise).")
     tta.add_argument("--enable-tta", dest="tta", action="store_true", help="Force mirroring at test prediction.")
+    parser.add_argument("--records", type=Path, default=None, metavar="DIR",
+                        help="Also keep the study's records (test set, folds and each finished run's done.json with "
+                             "its per-case metrics: small text files) in DIR, and start from the records found "
+                             "there: finished runs are skipped and reported again. For studies that outlast their "
+                             "machine; weights and predictions are not kept.")
     parser.add_argument("--num-processes", type=int, default=2,
                         help="Worker processes for nnU-Net preprocessing (default: 2).")
 
@@ -119,6 +126,7 @@ class Plan:
     ns: list[int]
     specs: list[RunSpec]
     synthetic: bool
+    records_dir: Path | None = None
 
 
 def _resolve_budget(args: argparse.Namespace, demo: bool) -> TrainingBudget:
@@ -142,15 +150,16 @@ def _check_positive(flag: str, values: list[int | None]) -> None:
             raise SetupError(f"{flag} must be a positive whole number, got {value}.")
 
 
-def _check_writable(out_dir: Path) -> None:
-    """OUT_DIR, or the folder it would be created in, must be a writable folder; nothing is created here."""
+def _check_writable(out_dir: Path, flag: str = "--out") -> None:
+    """A folder option (OUT_DIR), or the folder it would be created in, must be a writable folder; nothing is
+    created here."""
     existing = out_dir.absolute()
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise SetupError(f"--out {out_dir}: {existing} is a file, not a folder; choose another --out.")
+        raise SetupError(f"{flag} {out_dir}: {existing} is a file, not a folder; choose another {flag}.")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise SetupError(f"--out {out_dir}: {existing} is not writable; choose a folder you can write to.")
+        raise SetupError(f"{flag} {out_dir}: {existing} is not writable; choose a folder you can write to.")
 
 
 def check_options(args: argparse.Namespace) -> None:
@@ -180,6 +189,8 @@ def check_options(args: argparse.Namespace) -> None:
         if not torch.cuda.is_available():
             raise SetupError("--device cuda, but PyTorch sees no CUDA GPU; use --device cpu (or leave --device out).")
     _check_writable(args.out)
+    if args.records is not None:
+        _check_writable(args.records, "--records")
 
 
 def official_test_cases(dataset_dir: Path) -> list[str]:
@@ -227,6 +238,11 @@ def plan_experiment(args: argparse.Namespace) -> Plan:
     if ns[-1] > split.max_n:
         raise SplitError(f"N={ns[-1]} is more than the {split.max_n} training cases left after holding out "
                          f"{len(split.test_cases)} test cases; the maximum N is {split.max_n}.")
+    if args.records is not None:
+        record = split_record(workspace, list(split.pool_cases), list(split.test_cases))
+        restored = restore_records(args.records, workspace.out_dir, record)
+        if restored:
+            print(f"Restored {restored} finished run(s) from the records in {args.records}.")
     prepare_workspace(workspace, list(split.pool_cases), list(split.test_cases))
     if split.excluded_cases:
         print(f"Left out of training (same subject as a test case): {', '.join(split.excluded_cases)}")
@@ -238,7 +254,8 @@ def plan_experiment(args: argparse.Namespace) -> Plan:
                 test_cases=split.test_cases, budget=budget)
         for s in seeds for n in ns for t in trainers
     ]
-    return Plan(workspace=workspace, trainers=trainers, ns=ns, specs=specs, synthetic=demo)
+    return Plan(workspace=workspace, trainers=trainers, ns=ns, specs=specs, synthetic=demo,
+                records_dir=args.records)
 
 
 def _write_overlays(plan: Plan, test_cases: tuple[str, ...], finished: set[tuple[str, int, int]]) -> list[Path]:
@@ -253,6 +270,8 @@ def _write_overlays(plan: Plan, test_cases: tuple[str, ...], finished: set[tuple
         rows: dict[str, dict[str, Path]] = {}
         for spec in shown:
             prediction = workspace.test_prediction_dir(spec) / f"{case}{workspace.file_ending}"
+            if not prediction.is_file():  # a run restored from --records keeps no predictions
+                continue
             rows.setdefault(f"N={spec.n}", {})[spec.trainer] = prediction
         if not rows:
             continue
@@ -291,7 +310,12 @@ def run(args: argparse.Namespace) -> int:
     except RuntimeError as error:
         return _error(error)
 
-    outcomes = run_all(plan.specs, workspace)
+    def keep_records(_: object) -> None:
+        save_records(workspace.out_dir, plan.records_dir)
+
+    outcomes = run_all(plan.specs, workspace, on_finished=keep_records if plan.records_dir is not None else None)
+    if plan.records_dir is not None:  # runs finished before --records was first given are kept too
+        save_records(workspace.out_dir, plan.records_dir)
     earlier = earlier_runs(workspace, plan.specs)
     if earlier:
         print(f"The report also includes {len(earlier)} run(s) finished earlier in {workspace.out_dir} under the same "

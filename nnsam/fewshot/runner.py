@@ -302,7 +302,8 @@ def open_workspace(dataset_dir: Path, out_dir: Path) -> Workspace:
                      dataset_name=dataset_name, dataset_json=dataset_json)
 
 
-def _split_record(workspace: Workspace, pool_cases: list[str], test_cases: list[str]) -> dict:
+def split_record(workspace: Workspace, pool_cases: list[str], test_cases: list[str]) -> dict:
+    """What OUT_DIR's ``test_set.json`` records: the source folder, the test set and the training pool."""
     return {"source": str(workspace.source_dir), "dataset": workspace.dataset_name,
             "test_cases": sorted(test_cases), "pool_cases": sorted(pool_cases)}
 
@@ -359,7 +360,7 @@ def prepare_workspace(workspace: Workspace, pool_cases: list[str], test_cases: l
     preprocessing never see them. ``OUT_DIR/test_set.json`` records the split; raises ``SetupError`` if OUT_DIR was
     prepared for another dataset, test set or pool.
     """
-    record = _split_record(workspace, pool_cases, test_cases)
+    record = split_record(workspace, pool_cases, test_cases)
     _check_out_dir_matches(workspace, record)
     links = _pool_links(workspace, pool_cases, test_cases)
     # The record comes first: an interrupted first call then still finds its own OUT_DIR on the next call.
@@ -553,12 +554,14 @@ def run_all(
     workspace: Workspace,
     train_fn: Callable[[RunSpec, Workspace, Path], int] = train_in_subprocess,
     evaluate_fn: Callable[[RunSpec, Workspace], list[dict]] = evaluate_run,
+    on_finished: Callable[[RunOutcome], None] | None = None,
 ) -> list[RunOutcome]:
     """Run every spec not finished before, one after the other; a failure is recorded and the loop goes on.
 
     A run counts as finished when its ``done.json`` holds exactly this spec (same cases, fold and budget); a
     changed budget or split therefore retrains it. After each run, what is no result is deleted
-    (``discard_non_results``).
+    (``discard_non_results``), and ``on_finished`` gets each newly finished run's outcome (e.g. to keep its record
+    elsewhere before the next run starts).
     """
     outcomes: list[RunOutcome] = []
     progress = tqdm(specs, desc="few-shot runs", unit="run", dynamic_ncols=True)
@@ -604,6 +607,8 @@ def run_all(
         seconds = time.time() - started
         done_file.write_text(json.dumps({"spec": spec.as_json(), "seconds": seconds, "rows": rows}, indent=1))
         outcomes.append(RunOutcome(spec, "done", rows, log_path))
+        if on_finished is not None:
+            on_finished(outcomes[-1])
         tqdm.write(f"{label}: done in {seconds:.0f} s, mean test Dice {_mean_dice(rows):.3f}")
     progress.close()
     return outcomes

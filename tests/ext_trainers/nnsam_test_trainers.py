@@ -3,8 +3,7 @@
 import torch
 
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
-from nnsam.trainers import (nnSAMTrainer, nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Cached,
-                            nnSAMTrainer_LiteMedSAM_TRA)
+from nnsam.trainers import nnSAMTrainer, nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_TRA
 
 
 class _TinySchedule:
@@ -53,6 +52,3 @@ class nnSAMTrainer_LiteMedSAM_TRA_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM_TR
     tiny_iterations = 3
     tiny_batch_size = 1
 
-
-class nnSAMTrainer_LiteMedSAM_Cached_Tiny(_TinySchedule, nnSAMTrainer_LiteMedSAM_Cached):
-    pass
