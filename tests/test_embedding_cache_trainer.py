@@ -2,6 +2,9 @@
 synthetic preprocessed data, LiteMedSAM's shipped weights)."""
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -12,8 +15,9 @@ from nnsam.trainers import nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Onli
 
 # Median cosine similarity, over augmented training samples of the synthetic data, between the embedding taken
 # from the cache and the online embedding of the same augmented patch (nnU-Net's full augmentation: crops shifted
-# by foreground oversampling, rotation, scaling, mirroring, intensity changes). Measured 0.80 (20 samples, seed 0);
-# docs/results.md has the distributions on HC18 and ACDC.
+# by foreground oversampling, rotation, scaling, mirroring, intensity changes). Measured on seeded draws of 12
+# samples: 0.76 for the test's seed 0, 0.70-0.76 over seeds 0-3; docs/results.md has the distributions on HC18 and
+# ACDC.
 MIN_MEDIAN_COSINE_AUGMENTED = 0.6
 
 
@@ -21,6 +25,29 @@ def _online_embedding(network, data):
     with torch.no_grad():
         skips = network.unet.encoder(data)
         return network.embedding_at(data, skips[network.fusion_skip])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def draw_seeded(augmenter, count: int, seed: int) -> list[dict]:
+    """``count`` training batches of a single-threaded augmenter, after seeding every generator nnU-Net's sampling
+    and augmentation draw from: the same samples on every run, so a threshold measured on them holds."""
+    _seed_everything(seed)
+    return [next(augmenter) for _ in range(count)]
+
+
+def median_cosine_to_online(batches: list[dict], online_embedding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Median over samples (frames padded beyond their sequence left out) of the cosine similarity between the cached
+    embedding and the online embedding of the same augmented sample; and all the cosines."""
+    cached = torch.cat([b["embedding"] for b in batches])
+    online = torch.cat([online_embedding(b["data"]) for b in batches])
+    cosines = F.cosine_similarity(cached, online, dim=1).mean(dim=(1, 2))
+    encoded = cached.flatten(1).abs().amax(dim=1) > 0
+    return cosines[encoded].median(), cosines
 
 
 @pytest.fixture
@@ -48,7 +75,7 @@ def test_cached_training_never_runs_the_encoder_and_tracks_augmented_patches(cac
     handle = network.image_encoder.register_forward_hook(lambda *args: calls.append(1))
     cached_trainer.on_train_epoch_start()
     unet_before = {k: v.clone() for k, v in network.unet.state_dict().items()}
-    batches = [next(cached_trainer.dataloader_train) for _ in range(6)]  # 12 samples, each encoded online below
+    batches = draw_seeded(cached_trainer.dataloader_train, 6, seed=0)  # 12 samples, each encoded online below
     for batch in batches[:2]:
         cached_trainer.train_step(batch)
     cached_trainer.on_validation_epoch_start()
@@ -57,9 +84,8 @@ def test_cached_training_never_runs_the_encoder_and_tracks_augmented_patches(cac
     assert not calls, "a cached train/validation step ran the encoder"
     assert any(not torch.equal(unet_before[k], v) for k, v in network.unet.state_dict().items())
 
-    cosines = torch.cat([F.cosine_similarity(b["embedding"], _online_embedding(network, b["data"]), dim=1)
-                         .mean(dim=(1, 2)) for b in batches])
-    assert cosines.median() > MIN_MEDIAN_COSINE_AUGMENTED, cosines
+    median, cosines = median_cosine_to_online(batches, lambda data: _online_embedding(network, data))
+    assert median > MIN_MEDIAN_COSINE_AUGMENTED, cosines
 
 
 def test_cache_is_reused_by_the_next_fold(cached_trainer, synthetic_nnunet, monkeypatch):

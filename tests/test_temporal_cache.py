@@ -8,17 +8,16 @@ import json
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from batchgenerators.utilities.file_and_folder_operations import load_json
 
 from conftest import TEMPORAL_FRAMES as FRAMES, nnunet_env
-from test_embedding_cache_trainer import _online_embedding
+from test_embedding_cache_trainer import _online_embedding, draw_seeded, median_cosine_to_online
 from nnsam.networks.temporal_relation import clips_to_frames
 from nnsam.trainers import nnSAMTrainer_LiteMedSAM_TRA, nnSAMTrainer_LiteMedSAM_TRA_Online
 
 # Median cosine similarity between a clip frame's cached (warped) embedding and the online embedding of the same
-# augmented frame: measured 0.71 (quartiles 0.67-0.76) on this phantom (32 frames, seed 0; the test draws 16); 2D
-# slices of the synthetic data give 0.80.
+# augmented frame, over the 4 clips (16 frames) of a seeded draw on this phantom: 0.68 for the test's seed 0, 0.64-0.76
+# over seeds 0-5. Unseeded, a draw once gave 0.56: the seed keeps the test about the cache, not the draw.
 MIN_MEDIAN_COSINE_AUGMENTED = 0.6
 
 
@@ -91,7 +90,7 @@ def test_clips_take_their_frames_embeddings_from_the_cache(temporal_dataset, mon
         calls = []
         handle = network.image_encoder.register_forward_hook(lambda *args: calls.append(1))
         trainer.on_train_epoch_start()
-        batches = [next(trainer.dataloader_train) for _ in range(2)]  # online encodes cost ~2 s a frame
+        batches = draw_seeded(trainer.dataloader_train, 2, seed=0)  # online encodes cost ~2 s a frame
         tra_before = {k: v.clone() for k, v in network.embedding_temporal.state_dict().items()}
         trainer.train_step(batches[0])
         trainer.train_step(batches[1])
@@ -100,9 +99,8 @@ def test_clips_take_their_frames_embeddings_from_the_cache(temporal_dataset, mon
         assert any(not torch.equal(tra_before[k], v) for k, v in network.embedding_temporal.state_dict().items())
 
         # With augmentation (one in-plane transform per clip): the warped cache follows each augmented frame.
-        cosines = torch.cat([F.cosine_similarity(b["embedding"], _online_frame_embeddings(network, b["data"]), dim=1)
-                             .mean(dim=(1, 2)) for b in batches])
-        assert cosines.median() > MIN_MEDIAN_COSINE_AUGMENTED, cosines
+        median, cosines = median_cosine_to_online(batches, lambda clips: _online_frame_embeddings(network, clips))
+        assert median > MIN_MEDIAN_COSINE_AUGMENTED, cosines
     finally:
         trainer.on_train_end()
 
