@@ -77,6 +77,23 @@ def test_litemedsam_loads_shipped_weights_and_stays_frozen(litemedsam):
     assert all(torch.equal(after[k], bn_stats[k]) for k in bn_stats)  # BatchNorm statistics did not move
 
 
+def test_encoder_runs_channels_last_with_the_contiguous_result(litemedsam):
+    def conv_weights_channels_last(module):
+        weights = [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d)]
+        return bool(weights) and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+
+    assert conv_weights_channels_last(litemedsam.encoder)  # after loading the shipped weights
+    copy = build_image_encoder("litemedsam")
+    copy.load_state_dict(litemedsam.state_dict())  # as from an nnSAM checkpoint
+    assert conv_weights_channels_last(copy.encoder)
+    x = torch.randn(2, 1, 40, 56, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        fast = litemedsam(x)
+        plain = litemedsam.encoder.to(memory_format=torch.contiguous_format)(litemedsam.prepare_input(x))
+    litemedsam.encoder.to(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast, plain, rtol=1e-4, atol=1e-4 * float(plain.abs().max()))
+
+
 def test_downsampling_to_the_encoder_input_antialiases():
     # Pixel noise on a patch larger than LiteMedSAM's 256x256 input: anti-aliasing averages it away, while
     # point-sampling (plain bilinear) keeps most of it; an image-scale pattern survives either way.

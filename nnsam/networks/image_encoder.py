@@ -129,6 +129,10 @@ class FrozenImageEncoder(nn.Module):
         # no graph break under torch.compile.
         self.weights_sha256: str | None = None
         self.encoder.requires_grad_(False)
+        # channels_last weights and input: the same embedding (relative difference ~5e-6) from 25-40 % less CPU time
+        # per pass for both TinyViTs (measured 2026-12-03 on the 2-core CPU), and the layout CUDA's fp16 convolutions
+        # prefer. Loading weights copies into these tensors, so the layout stays.
+        self.encoder.to(memory_format=torch.channels_last)
         self.register_load_state_dict_post_hook(_rebuild_eval_caches_after_load)
         self.rebuild_eval_caches()
 
@@ -195,4 +199,4 @@ class FrozenImageEncoder(nn.Module):
                 "The SAM image encoder has no pretrained weights loaded. Train through an nnSAM trainer (it loads "
                 "them) or load a trained nnSAM checkpoint; a randomly initialised encoder is never used."
             )
-        return self.encoder(self.prepare_input(x))
+        return self.encoder(self.prepare_input(x).contiguous(memory_format=torch.channels_last))
