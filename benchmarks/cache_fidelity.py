@@ -15,13 +15,18 @@ cosine similarity over the 256 channels, averaged over the cells. Rows:
 * nnU-Net pipeline: nnU-Net's full training augmentation, intensity transforms included (the cache never sees
   those; the online encoder does).
 
+Control: each patch is drawn twice from the same seed, the second time with the cache read where the patch's pixels
+were before the spatial augmentation (the crop only): what a cache that ignored rotation, scaling and mirroring would
+deliver. Where the warp is worth its while, the warped cache is closer to the online embedding than this control.
+
 ``--mirrored-views`` caches every slice mirrored too (the ``_CachedMirrored`` trainers). Prints a markdown table
-(median, quartiles, minimum per row). Runs on the CPU.
+(median, quartiles, minimum per row; the control's median and how often the warped cache beats it). Runs on the CPU.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import random
 import tempfile
 from pathlib import Path
 
@@ -59,7 +64,7 @@ def main() -> None:
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
     from tqdm import tqdm
 
-    from nnsam.cache.data_loader import CachedEmbeddingDataLoader
+    from nnsam.cache.data_loader import COORDINATES_KEY, CachedEmbeddingDataLoader
     from nnsam.cache.store import CacheKey, EmbeddingCache
     from nnsam.networks.build_encoder import load_pretrained_encoder_weights
     from nnsam.networks.build_nnsam import build_nnsam_network
@@ -68,8 +73,27 @@ def main() -> None:
         def get_parameters(self, **data_dict) -> dict:
             return {"axes": [1]}
 
-    torch.manual_seed(args.seed)
-    np.random.seed(args.seed)
+    class CropOnlyCoordinates:
+        """The transforms, then the sample's coordinates put back as they were before them (centred on the output,
+        as nnU-Net's spatial transform crops when it does not rotate or scale): the cache read without the warp."""
+
+        def __init__(self, transforms):
+            self.transforms = transforms
+
+        def __call__(self, **sample):
+            before = sample[COORDINATES_KEY]
+            sample = self.transforms(**sample)
+            h, w = sample["image"].shape[-2:]
+            y0, x0 = (before.shape[-2] - h) // 2, (before.shape[-1] - w) // 2
+            sample[COORDINATES_KEY] = before[..., y0:y0 + h, x0:x0 + w]
+            return sample
+
+    def seeded_sample(loader, seed: int) -> dict:
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        return loader.generate_train_batch()
+
     plans_manager = PlansManager(load_json(args.preprocessed / f"{PLANS}.json"))
     dataset_json = load_json(args.preprocessed / "dataset.json")
     configuration = plans_manager.get_configuration(CONFIGURATION)
@@ -112,26 +136,32 @@ def main() -> None:
         cells = network.fusion_cells(patch)
         results = {}
         for name, transforms in rows.items():
-            loader = CachedEmbeddingDataLoader(dataset, 1, initial_patch, patch, label_manager,
-                                               oversample_foreground_percent=trainer.oversample_foreground_percent,
-                                               transforms=transforms, embedding_cache=cache, fusion_cells=cells)
-            cosines = []
-            for _ in tqdm(range(args.samples), desc=name):
-                batch = loader.generate_train_batch()
+            loaders = [CachedEmbeddingDataLoader(dataset, 1, initial_patch, patch, label_manager,
+                                                 oversample_foreground_percent=trainer.oversample_foreground_percent,
+                                                 transforms=t, embedding_cache=cache, fusion_cells=cells)
+                       for t in (transforms, CropOnlyCoordinates(transforms))]
+            cosines, controls = [], []
+            for i in tqdm(range(args.samples), desc=name):
+                batch, control = (seeded_sample(loader, args.seed * 100_003 + i) for loader in loaders)
+                assert torch.equal(batch["data"], control["data"]), "the control drew another sample"
                 with torch.no_grad():
                     online = F.interpolate(network.image_encoder(batch["data"]), size=cells, mode="bilinear",
                                            align_corners=False)
                 cosines.append(F.cosine_similarity(batch["embedding"], online, dim=1).mean().item())
-            results[name] = np.array(cosines)
+                controls.append(F.cosine_similarity(control["embedding"], online, dim=1).mean().item())
+            results[name] = (np.array(cosines), np.array(controls))
 
     views = "4 views (mirrored)" if args.mirrored_views else "1 view"
     print(f"\n## Cached vs online embedding, {args.preprocessed.name} ({args.encoder}, {views}, patch {patch}, "
           f"{len(chosen)} cases, {args.samples} patches per row, seed {args.seed})")
-    print("| augmentation | median cosine | quartiles | min |")
-    print("|---|---|---|---|")
-    for name, values in results.items():
+    print("| augmentation | median cosine | quartiles | min | control (no warp): median | warped closer on |")
+    print("|---|---|---|---|---|---|")
+    for name, (values, controls) in results.items():
         q1, median, q3 = np.percentile(values, [25, 50, 75])
-        print(f"| {name} | {median:.3f} | {q1:.3f}-{q3:.3f} | {values.min():.3f} |")
+        moved = np.abs(values - controls) > 1e-4  # patches the warp changed (not those the crop alone describes)
+        closer = f"{int((values[moved] > controls[moved]).sum())} of {int(moved.sum())}"
+        print(f"| {name} | {median:.3f} | {q1:.3f}-{q3:.3f} | {values.min():.3f} | {np.median(controls):.3f} | "
+              f"{closer} |")
 
 
 if __name__ == "__main__":
