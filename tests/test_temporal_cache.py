@@ -98,7 +98,8 @@ def test_clips_take_their_frames_embeddings_from_the_cache(temporal_dataset, mon
         assert not calls, "a cached clip train step ran the encoder"
         assert any(not torch.equal(tra_before[k], v) for k, v in network.embedding_temporal.state_dict().items())
 
-        # With augmentation (one in-plane transform per clip): the warped cache follows each augmented frame.
+        # With augmentation (one in-plane transform per clip): the warped cache stays close to each augmented frame's
+        # online embedding (a floor: the warp's geometry is tested exactly in test_embedding_cache).
         median, cosines = median_cosine_to_online(batches, lambda clips: _online_frame_embeddings(network, clips))
         assert median > MIN_MEDIAN_COSINE_AUGMENTED, cosines
     finally:
