@@ -112,10 +112,40 @@ def test_plot_shows_mean_and_spread_per_n_one_line_per_trainer(tmp_path: Path, m
     assert [c.get_label() for c in dice_axis.containers] == ["A", "B"]  # one error-bar line per trainer
     for container, expected_mean in zip(dice_axis.containers, (0.6, 0.7)):
         line, _, (bars,) = container.lines
-        assert list(line.get_xdata()) == [2, 4]
+        assert list(line.get_xdata()) == pytest.approx([2, 4], abs=0.1)  # at N, shifted a little per trainer
         assert list(line.get_ydata()) == pytest.approx([expected_mean] * 2)  # mean over cases (and seeds) per N
         # Error bars span mean ± sd over the per-case values (0.5/0.7 or 0.6/0.8: sd = 0.1414).
         low, high = bars.get_segments()[0][:, 1]
         assert high - low == pytest.approx(2 * 0.14142, abs=1e-4)
+    a_x, b_x = (c.lines[0].get_xdata()[0] for c in dice_axis.containers)
+    assert a_x < b_x  # side by side, so one trainer's bar does not hide the other's
+    monkeypatch.undo()
+    report.plt.close(kept[0])
+
+
+def test_plot_cuts_bars_at_the_metric_range_and_marks_each_seed(tmp_path: Path, monkeypatch) -> None:
+    from nnsam.fewshot import report
+
+    rows = []
+    for seed, dice, asd in ((0, (0.5, 1.0), (0.1, 9.0)), (1, (0.9, 1.0), (0.2, 0.3))):  # N = 4: two draws
+        for case, d, a in zip(("c1", "c2"), dice, asd):
+            rows.append({"trainer": "A", "n": 4, "seed": seed, "fold": seed, "case": case, "class": 1,
+                         "class_name": "organ", "dice": d, "iou": d, "hd95_mm": a, "asd_mm": a,
+                         "distance_penalised": False})
+    rows.append({**rows[0], "n": 8, "case": "c1", "dice": 0.8})  # N = 8: one seed, no per-seed markers
+    kept = []
+    monkeypatch.setattr(report.plt, "close", kept.append)
+    plot_fewshot(rows, tmp_path / "fewshot.png", ["A"])
+    dice_axis, asd_axis = kept[0].axes
+    for axis, low_bound, high_bound in ((dice_axis, 0.0, 1.0), (asd_axis, 0.0, np.inf)):
+        (_, _, (bars,)) = axis.containers[0].lines
+        mean_at_4 = axis.containers[0].lines[0].get_ydata()[0]
+        low, high = bars.get_segments()[0][:, 1]
+        assert low >= low_bound and high <= high_bound  # mean ± sd would leave the range here
+        assert low < mean_at_4 < high or mean_at_4 == high == high_bound
+    (seed_markers,) = [line for line in dice_axis.lines if line.get_marker() == "o" and line.get_linestyle() == "None"
+                       and len(line.get_xdata())]
+    assert sorted(seed_markers.get_ydata()) == pytest.approx([0.75, 0.95])  # each draw's mean at N = 4, none at N = 8
+    assert "mean of one seed" in [t.get_text() for t in dice_axis.get_legend().get_texts()]
     monkeypatch.undo()
     report.plt.close(kept[0])

@@ -22,6 +22,7 @@ RESULT_COLUMNS = ["trainer", "n", "seed", "case", "class", "class_name", "dice",
                   "distance_penalised"]
 TABLE_METRICS = (("dice", "Dice", True), ("asd_mm", "ASD (mm)", False), ("hd95_mm", "HD95 (mm)", False))
 DISTANCE_METRICS = {"asd_mm", "hd95_mm"}
+METRIC_BOUNDS = {"dice": (0.0, 1.0), "asd_mm": (0.0, math.inf), "hd95_mm": (0.0, math.inf)}
 METRIC_CONVENTIONS = (
     "Conventions: Dice/IoU on each foreground class; HD95 and ASD (average symmetric surface distance) in mm from "
     "the image spacing. Both masks empty: Dice 1, distances 0. A structure in only one of prediction and reference "
@@ -132,22 +133,47 @@ def write_summary_md(
     return path
 
 
+def _clipped_spread(mean: np.ndarray, sd: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
+    """Error-bar lengths below and above ``mean`` for mean ± sd, cut at the metric's range (a Dice bar above 1 or
+    a distance bar below 0 would show values no case can have)."""
+    low, high = bounds
+    return np.stack([mean - np.maximum(mean - sd, low), np.minimum(mean + sd, high) - mean])
+
+
 def plot_fewshot(rows: list[dict], path: Path, trainers: list[str]) -> Path:
-    """Dice and ASD against N, one line per trainer, error bars = sd over test cases × seeds."""
+    """Dice and ASD against N, one line per trainer.
+
+    Each point is the mean over test cases × seeds with a bar of ± one sd, cut at the metric's range (Dice in
+    [0, 1], distances ≥ 0). Where an N has several seeds, each seed's mean is drawn as an open marker, so the
+    draw-to-draw spread shows apart from the case-to-case spread. Trainers are shifted sideways a little so that
+    their bars do not hide each other.
+    """
     per_case = case_level(results_frame(rows))
     ns = sorted(per_case["n"].unique())
+    dodge = 0.015 * (ns[-1] - ns[0]) if len(ns) > 1 else 0.05
+    several_seeds = bool((per_case.groupby(["trainer", "n"])["seed"].nunique() > 1).any())
     figure, axes = plt.subplots(1, 2, figsize=(10, 4))
     for axis, (metric, title) in zip(axes, (("dice", "Dice"), ("asd_mm", "ASD (mm)"))):
-        for trainer in trainers:
-            stats = per_case[per_case["trainer"] == trainer].groupby("n")[metric].agg(["mean", "std"]).reset_index()
-            if stats.empty:
+        for index, trainer in enumerate(trainers):
+            own = per_case[per_case["trainer"] == trainer]
+            if own.empty:
                 continue
-            axis.errorbar(stats["n"], stats["mean"], yerr=stats["std"].fillna(0.0), marker="o", capsize=3, label=trainer)
+            shift = (index - (len(trainers) - 1) / 2) * dodge
+            stats = own.groupby("n")[metric].agg(["mean", "std"]).reset_index()
+            mean = stats["mean"].to_numpy(dtype=float)
+            spread = _clipped_spread(mean, stats["std"].fillna(0.0).to_numpy(dtype=float), METRIC_BOUNDS[metric])
+            bars = axis.errorbar(stats["n"] + shift, mean, yerr=spread, marker="o", capsize=3, label=trainer)
+            seed_means = own.groupby(["n", "seed"])[metric].mean().reset_index()
+            seed_means = seed_means[seed_means.groupby("n")["seed"].transform("size") > 1]
+            axis.plot(seed_means["n"] + shift, seed_means[metric], linestyle="none", marker="o", markersize=5,
+                      markerfacecolor="none", color=bars.lines[0].get_color())
         axis.set_xticks(ns)
         axis.set_xlabel("N training cases")
         axis.set_ylabel(title)
-        axis.set_title(f"{title} vs N")
+        axis.set_title(f"{title} vs N (mean ± sd over test cases × seeds)", fontsize=10)
         axis.grid(alpha=0.3)
+    if several_seeds:
+        axes[0].plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="gray", label="mean of one seed")
     axes[0].legend()
     figure.tight_layout()
     figure.savefig(path, dpi=120)
