@@ -22,7 +22,7 @@ RESULT_COLUMNS = ["trainer", "n", "seed", "case", "class", "class_name", "dice",
                   "distance_penalised"]
 TABLE_METRICS = (("dice", "Dice", True), ("asd_mm", "ASD (mm)", False), ("hd95_mm", "HD95 (mm)", False))
 DISTANCE_METRICS = {"asd_mm", "hd95_mm"}
-METRIC_BOUNDS = {"dice": (0.0, 1.0), "asd_mm": (0.0, math.inf), "hd95_mm": (0.0, math.inf)}
+METRIC_BOUNDS = {"dice": (0.0, 1.0), **{metric: (0.0, math.inf) for metric in DISTANCE_METRICS}}
 METRIC_CONVENTIONS = (
     "Conventions: Dice/IoU on each foreground class; HD95 and ASD (average symmetric surface distance) in mm from "
     "the image spacing. Both masks empty: Dice 1, distances 0. A structure in only one of prediction and reference "
