@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import tempfile
 from pathlib import Path
 
@@ -68,6 +67,7 @@ def main() -> None:
     from nnsam.cache.store import CacheKey, EmbeddingCache
     from nnsam.networks.build_encoder import load_pretrained_encoder_weights
     from nnsam.networks.build_nnsam import build_nnsam_network
+    from nnsam.seeding import seed_everything
 
     class MirrorLeftRight(MirrorTransform):
         def get_parameters(self, **data_dict) -> dict:
@@ -89,9 +89,7 @@ def main() -> None:
             return sample
 
     def seeded_sample(loader, seed: int) -> dict:
-        random.seed(seed)
-        np.random.seed(seed)
-        torch.manual_seed(seed)
+        seed_everything(seed)
         return loader.generate_train_batch()
 
     plans_manager = PlansManager(load_json(args.preprocessed / f"{PLANS}.json"))

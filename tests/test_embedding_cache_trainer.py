@@ -2,15 +2,13 @@
 synthetic preprocessed data, LiteMedSAM's shipped weights)."""
 from __future__ import annotations
 
-import random
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
 from conftest import trace_compile_without_codegen
 from test_trainer import _make_trainer
+from nnsam.seeding import seed_everything
 from nnsam.trainers import nnSAMTrainer_LiteMedSAM, nnSAMTrainer_LiteMedSAM_Online
 
 # Median cosine similarity, over augmented training samples of the synthetic data, between the embedding taken
@@ -27,16 +25,10 @@ def _online_embedding(network, data):
         return network.embedding_at(data, skips[network.fusion_skip])
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def draw_seeded(augmenter, count: int, seed: int) -> list[dict]:
     """``count`` training batches of a single-threaded augmenter, after seeding every generator nnU-Net's sampling
     and augmentation draw from: the same samples on every run, so a threshold measured on them holds."""
-    _seed_everything(seed)
+    seed_everything(seed)
     return [next(augmenter) for _ in range(count)]
 
 

@@ -48,6 +48,10 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         assert "| N | nnUNetTrainer |" in summary and "Protocol: the test set was held out before planning" in summary
         # The terminal shows the Dice table and where the plot is.
         assert "| N | nnUNetTrainer | nnSAMTrainer_LiteMedSAM | nnUNetTrainer@ResEncM |" in first.stdout and f"Plot:     {out / 'fewshot.png'}" in first.stdout
+        # ... and each trainer against the first, paired per test case (one seed: no claim about the draw).
+        paired_rows = [line for line in first.stdout.splitlines() if line.startswith("| 2 | ") and "(one seed)" in line]
+        assert [row.split(" | ")[1] for row in paired_rows] == TRAINERS[1:]
+        assert "paired per test case against nnUNetTrainer" in summary
 
         # The test set was never seen by nnU-Net: not planned, not preprocessed, in no train or val list.
         dataset_name = "Dataset990_Tiny"

@@ -10,6 +10,7 @@ from nnsam.fewshot.report import (
     _display_slice,
     case_level,
     dice_table,
+    paired_dice_table,
     plot_fewshot,
     results_frame,
     write_overlay,
@@ -77,6 +78,35 @@ def test_dice_table_is_the_summary_table(tmp_path: Path) -> None:
     assert table[0] == "| N | A | B |" and len(table) == 4
     summary = write_summary_md(_rows(), tmp_path / "summary.md", ["A", "B"], [2, 4], [], []).read_text()
     assert "\n".join(table) in summary.split("## ASD")[0]
+
+
+def _row(trainer: str, n: int, seed: int, case: str, dice: float) -> dict:
+    return {"trainer": trainer, "n": n, "seed": seed, "fold": seed, "case": case, "class": 1, "class_name": "organ",
+            "dice": dice, "iou": dice, "hd95_mm": 1.0, "asd_mm": 1.0, "distance_penalised": False}
+
+
+def test_paired_table_pairs_cases_within_a_seed_and_weighs_the_difference_against_the_seed_spread(
+    tmp_path: Path,
+) -> None:
+    base = {0: [0.5, 0.6, 0.7], 1: [0.55, 0.65, 0.75]}  # the draw moves the baseline's mean by 0.05
+    rows = [_row("A", 4, seed, f"c{i}", d) for seed, values in base.items() for i, d in enumerate(values)]
+    rows.append(_row("A", 4, 0, "only_A", 0.0))  # no partner: left out of the pairs
+    b_deltas = {0: [0.1, 0.1, 0.1], 1: [0.1, 0.1, -0.05]}
+    rows += [_row("B", 4, seed, f"c{i}", base[seed][i] + b_deltas[seed][i]) for seed in base for i in range(3)]
+    rows += [_row("C", 4, seed, f"c{i}", base[seed][i] + 0.01) for seed in base for i in range(3)]
+    rows += [_row(t, 8, 0, "c0", 0.8 if t == "A" else 0.7) for t in "ABC"]  # one seed at N = 8
+    lines = paired_dice_table(rows, ["A", "B", "C"], [4, 8])
+    assert lines[0].startswith("| N | trainer − A |") and len(lines) == 2 + 4
+    b4, c4, b8, _ = (line.split(" | ") for line in lines[2:])
+    # B: +0.1 on every case of seed 0, +0.05 on average for seed 1 (better on 2 of 3); mean +0.075 exceeds both
+    # seed spreads (A 0.05, B 0.0).
+    assert b4[2] == "seed 0: +0.100 ± 0.000 (3/3); seed 1: +0.050 ± 0.087 (2/3)"
+    assert b4[3:] == ["+0.075", "0.050 / 0.000", "yes, better |"]
+    assert c4[3:] == ["+0.010", "0.050 / 0.050", "no |"]  # a steady +0.01 is inside the draw's 0.05
+    assert b8[2:] == ["seed 0: −0.100 ± 0.000 (0/1)", "−0.100", "— (one seed)", "— (one seed) |"]
+    summary = write_summary_md(rows, tmp_path / "summary.md", ["A", "B", "C"], [4, 8], [], []).read_text()
+    assert "\n".join(lines) in summary.split("## ASD")[0]
+    assert "paired" not in write_summary_md(rows, tmp_path / "one.md", ["A"], [4, 8], [], []).read_text()
 
 
 def test_plot_is_written(tmp_path: Path) -> None:

@@ -14,7 +14,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
-from nnsam.fewshot.report import dice_table, plot_fewshot, write_overlay, write_results_csv, write_summary_md
+from nnsam.fewshot.report import (
+    dice_table,
+    paired_dice_table,
+    plot_fewshot,
+    write_overlay,
+    write_results_csv,
+    write_summary_md,
+)
 from nnsam.fewshot.runner import (
     PLANS_PRESETS,
     Model,
@@ -349,6 +356,9 @@ def run(args: argparse.Namespace) -> int:
         overlays = _write_overlays(plan, test_cases, finished)
         print("\nMean Dice on the test set (mean ± sd over test cases × seeds, classes averaged per case):\n"
               + "\n".join(dice_table(rows, trainers, ns)))
+        if len(trainers) > 1:
+            print(f"\nDice paired per test case against {trainers[0]} (same seed: same training cases):\n"
+                  + "\n".join(paired_dice_table(rows, trainers, ns)))
         print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
               f"({len(overlays)} images)")
     else:

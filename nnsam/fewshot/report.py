@@ -103,6 +103,53 @@ def dice_table(rows: list[dict], trainers: list[str], ns: list[int]) -> list[str
     return overall_table(results_frame(rows), "dice", True, trainers, ns)
 
 
+def _signed(value: float, digits: int = 3) -> str:
+    return f"{value:+.{digits}f}".replace("-", "−")
+
+
+def paired_dice_table(rows: list[dict], trainers: list[str], ns: list[int]) -> list[str]:
+    """Each trainer against the first of ``trainers`` (the baseline), paired per test case, as markdown lines.
+
+    Within one seed every trainer trains on the same N cases from the same initialisation and is scored on the same
+    test cases, so the difference per case removes the case-to-case spread that dominates the overall table. Per N
+    and trainer: the mean paired Dice difference of each seed (± sd over cases; on how many cases the trainer is
+    better), their mean over seeds, and the seed spread of each of the two trainers (max − min of the seeds' mean
+    Dice over the paired cases: how far the draw of N cases alone moves a model). The difference counts as *beyond the seed spread* when
+    its size is larger than both spreads; with one seed the spread is unknown and nothing is claimed.
+    """
+    per_case = case_level(results_frame(rows))
+    baseline = trainers[0]
+    header = (f"| N | trainer − {baseline} | per seed: mean ± sd over cases (trainer better on) | mean over seeds | "
+              f"seed spread ({baseline} / trainer) | beyond the seed spread? |")
+    lines = [header, "|---|---|---|---|---|---|"]
+    for n in ns:
+        base = per_case[(per_case["trainer"] == baseline) & (per_case["n"] == n)]
+        for trainer in trainers[1:]:
+            own = per_case[(per_case["trainer"] == trainer) & (per_case["n"] == n)]
+            paired = own.merge(base, on=["n", "seed", "case"], suffixes=("", "_base"))
+            if paired.empty:
+                continue
+            paired["delta"] = paired["dice"] - paired["dice_base"]
+            per_seed = []
+            for seed, group in paired.groupby("seed"):
+                sd = group["delta"].std(ddof=1) if len(group) > 1 else 0.0
+                better = int((group["delta"] > 0).sum())
+                per_seed.append((group["delta"].mean(),
+                                 f"seed {seed}: {_signed(group['delta'].mean())} ± {sd:.3f} ({better}/{len(group)})"))
+            mean_delta = float(np.mean([mean for mean, _ in per_seed]))
+            spreads = [paired.groupby("seed")[column].mean() for column in ("dice_base", "dice")]
+            if len(per_seed) < 2:
+                spread_text, verdict = "— (one seed)", "— (one seed)"
+            else:
+                widths = [float(spread.max() - spread.min()) for spread in spreads]
+                spread_text = " / ".join(f"{width:.3f}" for width in widths)
+                beyond = abs(mean_delta) > max(widths)
+                verdict = ("yes, " + ("better" if mean_delta > 0 else "worse")) if beyond else "no"
+            lines.append(f"| {n} | {trainer} | {'; '.join(text for _, text in per_seed)} | {_signed(mean_delta)} | "
+                         f"{spread_text} | {verdict} |")
+    return lines
+
+
 def write_summary_md(
     rows: list[dict],
     path: Path,
@@ -111,7 +158,8 @@ def write_summary_md(
     header_lines: list[str],
     failed_runs: list[str],
 ) -> Path:
-    """Paper-style tables (rows N, columns trainers) for Dice, ASD and HD95, overall and per class.
+    """Paper-style tables (rows N, columns trainers) for Dice, ASD and HD95, overall and per class, and the Dice of
+    each trainer paired per case against the first one (see ``paired_dice_table``).
 
     The best mean of each row is bold. ``header_lines`` describe the experiment (dataset, protocol, budget, test
     set).
@@ -123,6 +171,9 @@ def write_summary_md(
     for metric, title, higher in TABLE_METRICS:
         lines += [f"## {title}, mean ± sd over test cases × seeds (classes averaged per case)", ""]
         lines += overall_table(frame, metric, higher, trainers, ns) + [""]
+        if metric == "dice" and len(trainers) > 1:
+            lines += [f"## Dice, paired per test case against {trainers[0]} (same seed: same training cases)", ""]
+            lines += paired_dice_table(rows, trainers, ns) + [""]
     if frame["class"].nunique() > 1:
         for (value, name), class_frame in frame.groupby(["class", "class_name"]):
             for metric, title, higher in TABLE_METRICS:

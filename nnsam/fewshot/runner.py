@@ -646,16 +646,16 @@ def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: Tra
     Training ends with nnU-Net's ``checkpoint_final.pth``; nnU-Net's own final validation is not run (the fold's
     ``val`` cases are its training cases, see the module docstring).
     """
-    import numpy as np
     import torch
     from nnunetv2.run.run_training import get_trainer_from_args
+
+    from nnsam.seeding import seed_everything
 
     device = budget.device
     # Same thread policy as nnUNetv2_train: all cores on CPU, one thread next to a GPU.
     torch.set_num_threads((os.cpu_count() or 1) if device == "cpu" else 1)
     # nnU-Net itself does not seed; we do, so that a rerun of one (N, seed) starts from the same weights.
-    torch.manual_seed(seed)
-    np.random.seed(seed)
+    seed_everything(seed)
     trainer = get_trainer_from_args(dataset, configuration, fold, trainer_name, plans, device=torch.device(device))
     if budget.epochs is not None:
         trainer.num_epochs = budget.epochs
