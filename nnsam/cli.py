@@ -18,6 +18,11 @@ def main(argv: list[str] | None = None) -> int:
 
     fewshot = sub.add_parser("fewshot", help="few-shot comparison of trainers (Dice/IoU/HD95/ASD table and plot)")
     fewshot_command.add_arguments(fewshot)
+    from nnsam.fewshot import report_command
+
+    fewshot_report = sub.add_parser("fewshot-report", help="a few-shot study's tables and plot, rebuilt from its run "
+                                    "records (an OUT_DIR or --records folder) without training anything")
+    report_command.add_arguments(fewshot_report)
     from nnsam.echo import camus
 
     convert_camus = sub.add_parser(
@@ -46,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "trainer-dir":
         print(trainer_dir())
         return 0
+    if args.command == "fewshot-report":
+        return report_command.run(args)
     if args.command == "convert-camus":
         return camus.run(args)
     if args.command == "add-temporal-config":

@@ -14,14 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
-from nnsam.fewshot.report import (
-    dice_table,
-    paired_dice_table,
-    plot_fewshot,
-    write_overlay,
-    write_results_csv,
-    write_summary_md,
-)
+from nnsam.fewshot.report import terminal_tables, write_overlay, write_report
 from nnsam.fewshot.runner import (
     PLANS_PRESETS,
     Model,
@@ -150,6 +143,18 @@ def _resolve_budget(args: argparse.Namespace, demo: bool) -> TrainingBudget:
     )
 
 
+def budget_line(budget: TrainingBudget) -> str:
+    """The summary's line on the training budget."""
+
+    def describe(value: int | None) -> str:
+        return "trainer default" if value is None else str(value)
+
+    return (f"- Budget: epochs {describe(budget.epochs)}, iterations/epoch {describe(budget.iters_per_epoch)}, "
+            f"val iterations (on training cases) {describe(budget.val_iters)}, batch size "
+            f"{describe(budget.batch_size)}, test-time mirroring {'off' if budget.disable_tta else 'on'}, "
+            f"device {budget.device}")
+
+
 def _check_positive(flag: str, values: list[int | None]) -> None:
     """``None`` stands for an option left out."""
     for value in values:
@@ -157,7 +162,7 @@ def _check_positive(flag: str, values: list[int | None]) -> None:
             raise SetupError(f"{flag} must be a positive whole number, got {value}.")
 
 
-def _check_writable(out_dir: Path, flag: str = "--out") -> None:
+def check_writable(out_dir: Path, flag: str = "--out") -> None:
     """A folder option (OUT_DIR), or the folder it would be created in, must be a writable folder; nothing is
     created here."""
     existing = out_dir.absolute()
@@ -195,9 +200,9 @@ def check_options(args: argparse.Namespace) -> None:
 
         if not torch.cuda.is_available():
             raise SetupError("--device cuda, but PyTorch sees no CUDA GPU; use --device cpu (or leave --device out).")
-    _check_writable(args.out)
+    check_writable(args.out)
     if args.records is not None:
-        _check_writable(args.records, "--records")
+        check_writable(args.records, "--records")
 
 
 def official_test_cases(dataset_dir: Path) -> list[str]:
@@ -335,30 +340,19 @@ def run(args: argparse.Namespace) -> int:
     failed = [f"{o.spec.name} (log: {o.log_path})" for o in outcomes if o.status == "failed"]
     finished = {(o.spec.trainer, o.spec.n, o.spec.seed) for o in outcomes if o.status != "failed"}
 
-    def describe(value: int | None) -> str:
-        return "trainer default" if value is None else str(value)
-
     header = [
         f"- Dataset: {workspace.dataset_name} ({workspace.source_dir})"
         + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""),
         f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
         *PROTOCOL_LINES,
         f"- Seeds: {' '.join(str(s) for s in seeds)}",
-        f"- Budget: epochs {describe(budget.epochs)}, iterations/epoch {describe(budget.iters_per_epoch)}, "
-        f"val iterations (on training cases) {describe(budget.val_iters)}, batch size {describe(budget.batch_size)}, "
-        f"test-time mirroring {'off' if budget.disable_tta else 'on'}, device {budget.device}",
+        budget_line(budget),
     ]
     out = workspace.out_dir
-    results_csv = write_results_csv(rows, out / "results.csv")
-    summary = write_summary_md(rows, out / "summary.md", trainers, ns, header, failed)
+    results_csv, summary, plot = write_report(rows, out, trainers, ns, header, failed)
     if rows:
-        plot = plot_fewshot(rows, out / "fewshot.png", trainers)
         overlays = _write_overlays(plan, test_cases, finished)
-        print("\nMean Dice on the test set (mean ± sd over test cases × seeds, classes averaged per case):\n"
-              + "\n".join(dice_table(rows, trainers, ns)))
-        if len(trainers) > 1:
-            print(f"\nDice paired per test case against {trainers[0]} (same seed: same training cases):\n"
-                  + "\n".join(paired_dice_table(rows, trainers, ns)))
+        print("\n" + terminal_tables(rows, trainers, ns))
         print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
               f"({len(overlays)} images)")
     else:

@@ -184,6 +184,32 @@ def write_summary_md(
     return path
 
 
+def write_report(
+    rows: list[dict],
+    out_dir: Path,
+    trainers: list[str],
+    ns: list[int],
+    header_lines: list[str],
+    failed_runs: list[str],
+) -> tuple[Path, Path, Path | None]:
+    """``results.csv``, ``summary.md`` and, when any run finished, ``fewshot.png`` in ``out_dir``; returns their
+    paths (the plot's is ``None`` without rows)."""
+    results_csv = write_results_csv(rows, out_dir / "results.csv")
+    summary = write_summary_md(rows, out_dir / "summary.md", trainers, ns, header_lines, failed_runs)
+    plot = plot_fewshot(rows, out_dir / "fewshot.png", trainers) if rows else None
+    return results_csv, summary, plot
+
+
+def terminal_tables(rows: list[dict], trainers: list[str], ns: list[int]) -> str:
+    """The mean Dice table and, for several trainers, the paired one, as the commands print them at the end."""
+    text = ("Mean Dice on the test set (mean ± sd over test cases × seeds, classes averaged per case):\n"
+            + "\n".join(dice_table(rows, trainers, ns)))
+    if len(trainers) > 1:
+        text += (f"\n\nDice paired per test case against {trainers[0]} (same seed: same training cases):\n"
+                 + "\n".join(paired_dice_table(rows, trainers, ns)))
+    return text
+
+
 def _clipped_spread(mean: np.ndarray, sd: np.ndarray, bounds: tuple[float, float]) -> np.ndarray:
     """Error-bar lengths below and above ``mean`` for mean ± sd, cut at the metric's range (a Dice bar above 1 or
     a distance bar below 0 would show values no case can have)."""

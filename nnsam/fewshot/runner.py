@@ -621,19 +621,30 @@ def earlier_runs(workspace: Workspace, specs: list[RunSpec]) -> list[RunOutcome]
     if not specs:
         return []
     planned = {(spec.trainer, spec.n, spec.seed) for spec in specs}
-    outcomes = []
-    for done_file in sorted(workspace.runs_dir.glob("*/*/done.json")):
-        try:
-            done = json.loads(done_file.read_text())
-            spec = RunSpec(**{**done["spec"], "train_cases": tuple(done["spec"]["train_cases"]),
-                              "test_cases": tuple(done["spec"]["test_cases"]),
-                              "budget": TrainingBudget(**done["spec"]["budget"])})
-        except (OSError, ValueError, KeyError, TypeError):
-            continue  # not a marker this version wrote; never guess its settings
-        same_protocol = spec.test_cases == specs[0].test_cases and spec.budget == specs[0].budget
-        if same_protocol and (spec.trainer, spec.n, spec.seed) not in planned:
-            outcomes.append(RunOutcome(spec, "skipped", done["rows"], done_file.parent / "train.log"))
-    return sorted(outcomes, key=lambda o: (o.spec.seed, o.spec.n, o.spec.trainer))
+    return [outcome for outcome in finished_runs(workspace.runs_dir)
+            if outcome.spec.test_cases == specs[0].test_cases and outcome.spec.budget == specs[0].budget
+            and (outcome.spec.trainer, outcome.spec.n, outcome.spec.seed) not in planned]
+
+
+def read_done_record(done_file: Path) -> RunOutcome | None:
+    """The finished run a ``done.json`` describes (settings and per-case rows), or ``None`` for a file this version
+    of nnsam did not write: its settings are never guessed."""
+    try:
+        done = json.loads(done_file.read_text())
+        spec = RunSpec(**{**done["spec"], "train_cases": tuple(done["spec"]["train_cases"]),
+                          "test_cases": tuple(done["spec"]["test_cases"]),
+                          "budget": TrainingBudget(**done["spec"]["budget"])})
+        rows = list(done["rows"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return RunOutcome(spec, "skipped", rows, done_file.parent / "train.log")
+
+
+def finished_runs(runs_dir: Path) -> list[RunOutcome]:
+    """Every run with a readable ``done.json`` under ``runs_dir`` (``TRAINER/nNNN_seedS/``), sorted by seed, N and
+    trainer like a plan's specs."""
+    outcomes = [read_done_record(path) for path in sorted(runs_dir.glob("*/*/done.json"))]
+    return sorted((o for o in outcomes if o is not None), key=lambda o: (o.spec.seed, o.spec.n, o.spec.trainer))
 
 
 def train_one(dataset: str, fold: int, trainer_name: str, seed: int, budget: TrainingBudget,
