@@ -71,6 +71,11 @@ def test_summary_has_paper_layout_and_marks_best(tmp_path: Path) -> None:
     assert "penalised" not in text.split("### Class 1")[1].split("### Class 2")[0]
     assert "| 4 | 40.00 ± 0.00 (2/2 penalised) | 40.00 ± 0.00 (2/2 penalised) |" in text.split("### Class 2 (cavity): ASD")[1]
     assert "image diagonal in mm" in text and "Both masks empty: Dice 1, distances 0" in text
+    per_run = text.split("## Per run")[1].split("###")[0]
+    assert "| trainer | N | seed | wall (min) | Dice | organ | cavity | HD95 (mm) | ASD (mm) | penalised |" in per_run
+    assert "| A | 2 | 0 | — | 0.600 ± 0.141 | 0.600 | 0.600 | 22.0 | 21.0 | 2/4 |" in per_run  # no wall time given
+    timed = write_summary_md(_rows(), tmp_path / "t.md", ["A", "B"], [2, 4], [], [], {("B", 4, 0): 150.0}).read_text()
+    assert "| B | 4 | 0 | 2 | 0.700 ± 0.141 |" in timed
 
 
 def test_dice_table_is_the_summary_table(tmp_path: Path) -> None:

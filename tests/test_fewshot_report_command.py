@@ -54,6 +54,8 @@ def test_report_from_records_has_tables_plot_and_paired_comparison(records: Path
     assert paired in summary and paired in printed
     assert "| 2 | nnSAMTrainer | " in summary and "0.200 / 0.200 | no |" in summary  # the draw moves both by 0.2
     assert f"Plot:     {out / 'fewshot.png'}" in printed
+    # One row per run, with the wall time its record holds (60 s).
+    assert "| nnSAMTrainer | 2 | 1 | 1 | 0.900 ± 0.141 | 2.0 | 1.0 | 0/2 |" in summary.split("## Per run")[1]
 
 
 def test_trainers_option_picks_and_orders_the_columns(records: Path, tmp_path: Path) -> None:

@@ -349,7 +349,8 @@ def run(args: argparse.Namespace) -> int:
         budget_line(budget),
     ]
     out = workspace.out_dir
-    results_csv, summary, plot = write_report(rows, out, trainers, ns, header, failed)
+    wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
+    results_csv, summary, plot = write_report(rows, out, trainers, ns, header, failed, wall_seconds)
     if rows:
         overlays = _write_overlays(plan, test_cases, finished)
         print("\n" + terminal_tables(rows, trainers, ns))

@@ -150,6 +150,35 @@ def paired_dice_table(rows: list[dict], trainers: list[str], ns: list[int]) -> l
     return lines
 
 
+RunKey = tuple[str, int, int]  # (trainer, N, seed)
+
+
+def per_run_table(rows: list[dict], trainers: list[str], wall_seconds: dict[RunKey, float | None]) -> list[str]:
+    """One markdown row per run (seed, N, trainer order): wall time, Dice (classes averaged per case; mean ± sd over
+    cases), each class's mean Dice where there are several, HD95 and ASD (means over cases and classes) and the
+    count of penalised class values."""
+    frame = results_frame(rows)
+    per_case = case_level(frame)
+    classes = sorted(frame[["class", "class_name"]].drop_duplicates().itertuples(index=False)) \
+        if frame["class"].nunique() > 1 else []
+    lines = ["| trainer | N | seed | wall (min) | Dice | " + "".join(f"{name} | " for _, name in classes)
+             + "HD95 (mm) | ASD (mm) | penalised |",
+             "|---|---|---|---|---|" + "---|" * len(classes) + "---|---|---|"]
+    keys = sorted({(r["trainer"], r["n"], r["seed"]) for r in rows},
+                  key=lambda k: (k[2], k[1], trainers.index(k[0]) if k[0] in trainers else len(trainers)))
+    for trainer, n, seed in keys:
+        run_rows = frame[(frame["trainer"] == trainer) & (frame["n"] == n) & (frame["seed"] == seed)]
+        run_cases = per_case[(per_case["trainer"] == trainer) & (per_case["n"] == n) & (per_case["seed"] == seed)]
+        seconds = wall_seconds.get((trainer, n, seed))
+        dice, _ = _cell(run_cases["dice"], 3)
+        class_cells = "".join(f"{run_rows.loc[run_rows['class'] == value, 'dice'].mean():.3f} | "
+                              for value, _ in classes)
+        lines.append(f"| {trainer} | {n} | {seed} | {'—' if seconds is None else f'{seconds / 60:.0f}'} | {dice} | "
+                     f"{class_cells}{run_rows['hd95_mm'].mean():.1f} | {run_rows['asd_mm'].mean():.1f} | "
+                     f"{int(run_rows['distance_penalised'].sum())}/{len(run_rows)} |")
+    return lines
+
+
 def write_summary_md(
     rows: list[dict],
     path: Path,
@@ -157,9 +186,11 @@ def write_summary_md(
     ns: list[int],
     header_lines: list[str],
     failed_runs: list[str],
+    wall_seconds: dict[RunKey, float | None] | None = None,
 ) -> Path:
     """Paper-style tables (rows N, columns trainers) for Dice, ASD and HD95, overall and per class, and the Dice of
-    each trainer paired per case against the first one (see ``paired_dice_table``).
+    each trainer paired per case against the first one (see ``paired_dice_table``), and one row per run
+    (``per_run_table``; ``wall_seconds`` gives the runs' wall times where known).
 
     The best mean of each row is bold. ``header_lines`` describe the experiment (dataset, protocol, budget, test
     set).
@@ -174,6 +205,9 @@ def write_summary_md(
         if metric == "dice" and len(trainers) > 1:
             lines += [f"## Dice, paired per test case against {trainers[0]} (same seed: same training cases)", ""]
             lines += paired_dice_table(rows, trainers, ns) + [""]
+    if rows:
+        lines += ["## Per run (wall time of the run's last start: a resumed run counts from its resumption)", ""]
+        lines += per_run_table(rows, trainers, wall_seconds or {}) + [""]
     if frame["class"].nunique() > 1:
         for (value, name), class_frame in frame.groupby(["class", "class_name"]):
             for metric, title, higher in TABLE_METRICS:
@@ -191,11 +225,12 @@ def write_report(
     ns: list[int],
     header_lines: list[str],
     failed_runs: list[str],
+    wall_seconds: dict[RunKey, float | None] | None = None,
 ) -> tuple[Path, Path, Path | None]:
     """``results.csv``, ``summary.md`` and, when any run finished, ``fewshot.png`` in ``out_dir``; returns their
     paths (the plot's is ``None`` without rows)."""
     results_csv = write_results_csv(rows, out_dir / "results.csv")
-    summary = write_summary_md(rows, out_dir / "summary.md", trainers, ns, header_lines, failed_runs)
+    summary = write_summary_md(rows, out_dir / "summary.md", trainers, ns, header_lines, failed_runs, wall_seconds)
     plot = plot_fewshot(rows, out_dir / "fewshot.png", trainers) if rows else None
     return results_csv, summary, plot
 

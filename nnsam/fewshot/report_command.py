@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
         f"- Rebuilt by `nnsam fewshot-report` from the records of {len(reported)} finished run(s) in {study_dir}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    results_csv, summary, plot = write_report(rows, args.out, trainers, ns, header, failed_runs=[])
+    wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
+    results_csv, summary, plot = write_report(rows, args.out, trainers, ns, header, [], wall_seconds)
     print(terminal_tables(rows, trainers, ns))
     print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}")
     return 0

@@ -151,6 +151,7 @@ class RunOutcome:
     rows: list[dict] = field(default_factory=list)
     log_path: Path | None = None
     message: str = ""
+    seconds: float | None = None  # wall time of the run's last start (a resumed run counts from its resumption)
 
 
 def read_dataset_json(dataset_dir: Path) -> dict:
@@ -574,7 +575,7 @@ def run_all(
         if done_file.is_file():
             done = json.loads(done_file.read_text())
             if done["spec"] == spec.as_json():
-                outcomes.append(RunOutcome(spec, "skipped", done["rows"], log_path))
+                outcomes.append(RunOutcome(spec, "skipped", done["rows"], log_path, seconds=done.get("seconds")))
                 tqdm.write(f"{label}: finished earlier, skipped (mean Dice {_mean_dice(done['rows']):.3f})")
                 continue
             tqdm.write(f"{label}: settings changed since the last run, retraining")
@@ -606,7 +607,7 @@ def run_all(
             discard_non_results(spec, workspace)
         seconds = time.time() - started
         done_file.write_text(json.dumps({"spec": spec.as_json(), "seconds": seconds, "rows": rows}, indent=1))
-        outcomes.append(RunOutcome(spec, "done", rows, log_path))
+        outcomes.append(RunOutcome(spec, "done", rows, log_path, seconds=seconds))
         if on_finished is not None:
             on_finished(outcomes[-1])
         tqdm.write(f"{label}: done in {seconds:.0f} s, mean test Dice {_mean_dice(rows):.3f}")
@@ -637,7 +638,7 @@ def read_done_record(done_file: Path) -> RunOutcome | None:
         rows = list(done["rows"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return RunOutcome(spec, "skipped", rows, done_file.parent / "train.log")
+    return RunOutcome(spec, "skipped", rows, done_file.parent / "train.log", seconds=done.get("seconds"))
 
 
 def finished_runs(runs_dir: Path) -> list[RunOutcome]:
