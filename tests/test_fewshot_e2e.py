@@ -31,7 +31,7 @@ def test_fewshot_command_end_to_end(tmp_path: Path) -> None:
         first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
         assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
 
-        for name in ("results.csv", "summary.md", "fewshot.png", "folds.json", "test_set.json"):
+        for name in ("results.csv", "summary.md", "fewshot.png", "paired.png", "folds.json", "test_set.json"):
             assert (out / name).is_file(), name
         assert list((out / "overlays").glob("*.png"))
         results = pd.read_csv(out / "results.csv")

@@ -12,6 +12,7 @@ from nnsam.fewshot.report import (
     dice_table,
     paired_dice_table,
     plot_fewshot,
+    plot_paired,
     results_frame,
     write_overlay,
     write_results_csv,
@@ -112,6 +113,24 @@ def test_paired_table_pairs_cases_within_a_seed_and_weighs_the_difference_agains
     summary = write_summary_md(rows, tmp_path / "summary.md", ["A", "B", "C"], [4, 8], [], []).read_text()
     assert "\n".join(lines) in summary.split("## ASD")[0]
     assert "paired" not in write_summary_md(rows, tmp_path / "one.md", ["A"], [4, 8], [], []).read_text()
+
+
+def test_paired_plot_puts_each_case_against_the_baseline(tmp_path: Path, monkeypatch) -> None:
+    from nnsam.fewshot import report
+
+    kept = []
+    monkeypatch.setattr(report.plt, "close", kept.append)
+    assert plot_paired(_rows(), tmp_path / "one.png", ["A"]) is None and not kept  # nothing to pair with
+    rows = _rows() + [_row("C", 2, 0, "c1", 0.9)]  # C: one case at N = 2 only
+    plot_paired(rows, tmp_path / "paired.png", ["A", "B", "C"])
+    b_axis, c_axis = kept[0].axes
+    points = np.concatenate([c.get_offsets() for c in b_axis.collections])
+    # B's class-averaged Dice is A's + 0.1 on each of 2 cases at N = 2 and 4: all four above the diagonal.
+    assert sorted(map(tuple, points.round(3))) == [(0.5, 0.6), (0.5, 0.6), (0.7, 0.8), (0.7, 0.8)]
+    assert b_axis.get_title().endswith("better on 4 of 4") and c_axis.get_title().endswith("better on 1 of 1")
+    assert (tmp_path / "paired.png").stat().st_size > 1000
+    monkeypatch.undo()
+    report.plt.close(kept[0])
 
 
 def test_plot_is_written(tmp_path: Path) -> None:

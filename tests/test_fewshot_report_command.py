@@ -53,7 +53,8 @@ def test_report_from_records_has_tables_plot_and_paired_comparison(records: Path
     paired = "| 2 | nnSAMTrainer | seed 0: +0.150 ± 0.071 (2/2); seed 1: +0.150 ± 0.071 (2/2) | +0.150 |"
     assert paired in summary and paired in printed
     assert "| 2 | nnSAMTrainer | " in summary and "0.200 / 0.200 | no |" in summary  # the draw moves both by 0.2
-    assert f"Plot:     {out / 'fewshot.png'}" in printed
+    assert f"Plot:     {out / 'fewshot.png'}" in printed and f"Paired:   {out / 'paired.png'}" in printed
+    assert (out / "paired.png").stat().st_size > 1000
     # One row per run, with the wall time its record holds (60 s).
     assert "| nnSAMTrainer | 2 | 1 | 1 | 0.900 ± 0.141 | 2.0 | 1.0 | 0/2 |" in summary.split("## Per run")[1]
 
@@ -63,6 +64,8 @@ def test_trainers_option_picks_and_orders_the_columns(records: Path, tmp_path: P
     assert main(["fewshot-report", str(records), "--out", str(out), "--trainers", "nnSAMTrainer", "nnUNetTrainer"]) == 0
     summary = (out / "summary.md").read_text()
     assert "| N | nnSAMTrainer | nnUNetTrainer |" in summary
+    assert main(["fewshot-report", str(records), "--out", str(out), "--trainers", "nnUNetTrainer"]) == 0
+    assert not (out / "paired.png").exists()  # one trainer: the earlier report's paired plot is gone
     assert "| 2 | nnUNetTrainer | seed 0: −0.150" in summary  # paired against the first one named
 
 

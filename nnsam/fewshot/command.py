@@ -350,12 +350,12 @@ def run(args: argparse.Namespace) -> int:
     ]
     out = workspace.out_dir
     wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
-    results_csv, summary, plot = write_report(rows, out, trainers, ns, header, failed, wall_seconds)
+    results_csv, summary, plot, paired = write_report(rows, out, trainers, ns, header, failed, wall_seconds)
     if rows:
         overlays = _write_overlays(plan, test_cases, finished)
         print("\n" + terminal_tables(rows, trainers, ns))
-        print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}\nOverlays: {out / 'overlays'} "
-              f"({len(overlays)} images)")
+        print(f"\nTable:    {summary}\nPlot:     {plot}" + (f"\nPaired:   {paired}" if paired else "")
+              + f"\nPer case: {results_csv}\nOverlays: {out / 'overlays'} ({len(overlays)} images)")
     else:
         print(f"\nNo run finished; nothing to plot. Summary: {summary}")
     if plan.synthetic:

@@ -226,13 +226,16 @@ def write_report(
     header_lines: list[str],
     failed_runs: list[str],
     wall_seconds: dict[RunKey, float | None] | None = None,
-) -> tuple[Path, Path, Path | None]:
-    """``results.csv``, ``summary.md`` and, when any run finished, ``fewshot.png`` in ``out_dir``; returns their
-    paths (the plot's is ``None`` without rows)."""
+) -> tuple[Path, Path, Path | None, Path | None]:
+    """``results.csv``, ``summary.md`` and, when any run finished, ``fewshot.png`` and (with several trainers)
+    ``paired.png`` (``plot_paired``) in ``out_dir``; returns their paths, ``None`` for a plot not drawn."""
     results_csv = write_results_csv(rows, out_dir / "results.csv")
     summary = write_summary_md(rows, out_dir / "summary.md", trainers, ns, header_lines, failed_runs, wall_seconds)
     plot = plot_fewshot(rows, out_dir / "fewshot.png", trainers) if rows else None
-    return results_csv, summary, plot
+    paired = out_dir / "paired.png"
+    paired.unlink(missing_ok=True)  # never leave the plot of an earlier report with other trainers
+    paired = plot_paired(rows, paired, trainers) if rows and len(trainers) > 1 else None
+    return results_csv, summary, plot, paired
 
 
 def terminal_tables(rows: list[dict], trainers: list[str], ns: list[int]) -> str:
@@ -287,6 +290,51 @@ def plot_fewshot(rows: list[dict], path: Path, trainers: list[str]) -> Path:
     if several_seeds:
         axes[0].plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="gray", label="mean of one seed")
     axes[0].legend()
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+SEED_MARKERS = "osD^v<>"
+
+
+def plot_paired(rows: list[dict], path: Path, trainers: list[str]) -> Path | None:
+    """Each trainer's Dice against the first trainer's, one point per test case and run (classes averaged per case,
+    same N and seed on both axes), one panel per compared trainer: points above the diagonal are cases where the
+    trainer did better. Colour is N, marker shape the seed. ``None`` (nothing written) for a single trainer or no
+    pairs."""
+    per_case = case_level(results_frame(rows))
+    baseline, others = trainers[0], trainers[1:]
+    base = per_case[per_case["trainer"] == baseline]
+    pairs = {t: per_case[per_case["trainer"] == t].merge(base, on=["n", "seed", "case"], suffixes=("", "_base"))
+             for t in others}
+    pairs = {t: frame for t, frame in pairs.items() if not frame.empty}
+    if not pairs:
+        return None
+    ns = sorted(per_case["n"].unique())
+    seeds = sorted(per_case["seed"].unique())
+    colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(ns)))
+    figure, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4.2), squeeze=False)
+    for axis, (trainer, frame) in zip(axes[0], pairs.items()):
+        axis.plot([0, 1], [0, 1], color="gray", linewidth=1, zorder=0)
+        for n, colour in zip(ns, colours):
+            for seed_index, seed in enumerate(seeds):
+                points = frame[(frame["n"] == n) & (frame["seed"] == seed)]
+                if points.empty:
+                    continue
+                axis.scatter(points["dice_base"], points["dice"], color=colour, alpha=0.8, s=28,
+                             marker=SEED_MARKERS[seed_index % len(SEED_MARKERS)], label=f"N={n}, seed {seed}")
+        better = int((frame["dice"] > frame["dice_base"]).sum())
+        axis.set_title(f"{trainer}: better on {better} of {len(frame)}", fontsize=9)
+        axis.set_xlabel(f"{baseline} Dice")
+        axis.set_ylabel(f"{trainer} Dice")
+        axis.set_xlim(0, 1.02)
+        axis.set_ylim(0, 1.02)
+        axis.set_aspect("equal")
+        axis.grid(alpha=0.3)
+        axis.legend(fontsize=7, loc="lower right")
+    figure.suptitle("Dice per test case (classes averaged), paired by N and seed", fontsize=10)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)

@@ -87,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
     ]
     args.out.mkdir(parents=True, exist_ok=True)
     wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
-    results_csv, summary, plot = write_report(rows, args.out, trainers, ns, header, [], wall_seconds)
+    results_csv, summary, plot, paired = write_report(rows, args.out, trainers, ns, header, [], wall_seconds)
     print(terminal_tables(rows, trainers, ns))
-    print(f"\nTable:    {summary}\nPlot:     {plot}\nPer case: {results_csv}")
+    print(f"\nTable:    {summary}\nPlot:     {plot}" + (f"\nPaired:   {paired}" if paired else "")
+          + f"\nPer case: {results_csv}")
     return 0
