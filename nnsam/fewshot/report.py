@@ -1,4 +1,4 @@
-"""Turn per-case metric rows into results.csv, summary.md, fewshot.png and overlay images.
+"""Turn per-case metric rows into results.csv, summary.md, fewshot.png, paired.png and overlay images.
 
 Aggregation: for each (trainer, N, seed, case) the classes are averaged first, then mean ± sd is taken over all test
 cases of all seeds. So the spread shows case-to-case and seed-to-seed variation together, as in the error bars of a
@@ -114,8 +114,9 @@ def paired_dice_table(rows: list[dict], trainers: list[str], ns: list[int]) -> l
     test cases, so the difference per case removes the case-to-case spread that dominates the overall table. Per N
     and trainer: the mean paired Dice difference of each seed (± sd over cases; on how many cases the trainer is
     better), their mean over seeds, and the seed spread of each of the two trainers (max − min of the seeds' mean
-    Dice over the paired cases: how far the draw of N cases alone moves a model). The difference counts as *beyond the seed spread* when
-    its size is larger than both spreads; with one seed the spread is unknown and nothing is claimed.
+    Dice over the paired cases: how far the draw of N cases alone moves a model). The difference counts as *beyond
+    the seed spread* when its size is larger than both spreads; with one seed the spread is unknown and nothing is
+    claimed.
     """
     per_case = case_level(results_frame(rows))
     baseline = trainers[0]
