@@ -21,7 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     from nnsam.fewshot import report_command
 
     fewshot_report = sub.add_parser("fewshot-report", help="a few-shot study's tables and plot, rebuilt from its run "
-                                    "records (an OUT_DIR or --records folder) without training anything")
+                                    "records (an OUT_DIR or --records folder) without training anything",
+                                    description=report_command.__doc__,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
     report_command.add_arguments(fewshot_report)
     from nnsam.echo import camus
 

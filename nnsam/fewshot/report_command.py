@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study_dir", type=Path, metavar="DIR",
                         help="an `nnsam fewshot` OUT_DIR or --records folder (test_set.json, runs/*/*/done.json)")
     parser.add_argument("--out", type=Path, default=Path("fewshot_report"),
-                        help="folder for summary.md, results.csv and fewshot.png (default: ./fewshot_report)")
+                        help="folder for summary.md, results.csv, fewshot.png and paired.png (default: ./fewshot_report)")
     parser.add_argument("--trainers", nargs="+", default=None, metavar="TRAINER",
                         help="which trainers to report, in this order; the first is the paired table's baseline "
                              f"(default: every recorded trainer, {BASELINE_TRAINER} first)")
