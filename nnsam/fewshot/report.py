@@ -316,7 +316,7 @@ def plot_paired(rows: list[dict], path: Path, trainers: list[str]) -> Path | Non
     ns = sorted(per_case["n"].unique())
     seeds = sorted(per_case["seed"].unique())
     colours = plt.get_cmap("viridis")(np.linspace(0.0, 0.85, len(ns)))
-    figure, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 4.2), squeeze=False)
+    figure, axes = plt.subplots(1, len(pairs), figsize=(max(5.2, 4.4 * len(pairs)), 4.6), squeeze=False)
     for axis, (trainer, frame) in zip(axes[0], pairs.items()):
         axis.plot([0, 1], [0, 1], color="gray", linewidth=1, zorder=0)
         for n, colour in zip(ns, colours):
