@@ -41,8 +41,8 @@ def _one_protocol(outcomes: list[RunOutcome], study_dir: Path) -> None:
         described = "; ".join(f"{budget_line(budget)[2:]} ({len(test)} test cases): {', '.join(names)}"
                               for (test, budget), names in protocols.items())
         raise SetupError(f"the runs in {study_dir} do not share one test set and budget, so one table would mix "
-                         f"protocols: {described}. Copy test_set.json and the runs/TRAINER/nNNN_seedS folders of one protocol into a "
-                         "folder of their own and report that.")
+                         f"protocols: {described}. Copy test_set.json and the runs/TRAINER/nNNN_seedS folders of "
+                         "one protocol into a folder of their own and report that.")
 
 
 def _trainers(outcomes: list[RunOutcome], chosen: list[str] | None) -> list[str]:
