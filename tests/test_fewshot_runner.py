@@ -282,6 +282,27 @@ def test_a_run_cut_short_resumes_from_its_last_checkpoint(dataset: Path, tmp_pat
     assert seen == [(False, False)]
 
 
+def test_a_resumed_run_records_the_time_of_its_earlier_attempts(dataset: Path, tmp_path: Path) -> None:
+    workspace = _prepared(dataset, tmp_path / "out")
+    spec = _spec("Good", 2, test_cases=TEST_CASES)
+
+    def cut_after_a_checkpoint(s: RunSpec, ws: Workspace, log_path: Path) -> int:
+        fold_dir = ws.fold_dir(s.trainer, s.fold)
+        fold_dir.mkdir(parents=True, exist_ok=True)
+        (fold_dir / "checkpoint_latest.pth").write_text("epoch 7")
+        return 1
+
+    run_all([spec], workspace, cut_after_a_checkpoint, _fake_evaluate)
+    started_file = workspace.run_dir(spec) / "started.json"
+    record = json.loads(started_file.read_text())
+    checkpoint = workspace.fold_dir(spec.trainer, spec.fold) / "checkpoint_latest.pth"
+    # As if the cut attempt had started 600 s before writing its last checkpoint.
+    started_file.write_text(json.dumps({**record, "started_at": checkpoint.stat().st_mtime - 600.0}))
+    (outcome,) = run_all([spec], workspace, lambda s, ws, log: 0, _fake_evaluate)
+    done = json.loads((workspace.run_dir(spec) / "done.json").read_text())
+    assert outcome.status == "done" and 600.0 <= done["seconds"] < 660.0 and outcome.seconds == done["seconds"]
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)

@@ -207,8 +207,11 @@ def write_summary_md(
             lines += [f"## Dice, paired per test case against {trainers[0]} (same seed: same training cases)", ""]
             lines += paired_dice_table(rows, trainers, ns) + [""]
     if rows:
-        lines += ["## Per run (wall time of the run's last start: a resumed run counts from its resumption)", ""]
+        lines += ["## Per run", ""]
         lines += per_run_table(rows, trainers, wall_seconds or {}) + [""]
+        lines += ["Wall time: the run's time from its record; an attempt that was cut (machine or session ended) "
+                  "counts up to its last checkpoint. Records written before nnsam kept the attempts' start times "
+                  "(2026-12-04) count a resumed run from its resumption only.", ""]
     if frame["class"].nunique() > 1:
         for (value, name), class_frame in frame.groupby(["class", "class_name"]):
             for metric, title, higher in TABLE_METRICS:

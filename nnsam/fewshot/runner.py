@@ -151,7 +151,7 @@ class RunOutcome:
     rows: list[dict] = field(default_factory=list)
     log_path: Path | None = None
     message: str = ""
-    seconds: float | None = None  # wall time of the run's last start (a resumed run counts from its resumption)
+    seconds: float | None = None  # wall time; an attempt that was cut counts up to its last checkpoint
 
 
 def read_dataset_json(dataset_dir: Path) -> dict:
@@ -545,6 +545,20 @@ def _resumable(spec: RunSpec, workspace: Workspace, started_file: Path) -> bool:
         return False
 
 
+def _seconds_of_earlier_attempts(spec: RunSpec, workspace: Workspace, started_file: Path) -> float:
+    """The time the attempts before a resumed one put into the run: each from its start to the last checkpoint it
+    wrote (the work the resumed run keeps; what came after that checkpoint is done again). A ``started.json``
+    without start times (nnsam before 2026-12-04) counts nothing."""
+    try:
+        record = json.loads(started_file.read_text())
+        before, started_at = float(record.get("seconds_before", 0.0)), record.get("started_at")
+        if started_at is None:
+            return before
+        return before + max(0.0, _latest_checkpoint(spec, workspace).stat().st_mtime - float(started_at))
+    except (OSError, ValueError, TypeError):
+        return 0.0
+
+
 def _mean_dice(rows: list[dict]) -> float:
     scored = [r["dice"] for r in rows if "dice" in r]  # nnsam ablation adds per-sequence rows without one
     return sum(scored) / max(1, len(scored))
@@ -585,13 +599,16 @@ def run_all(
         # Stale predictions of an earlier attempt must never be scored; its weights are kept only to resume the same
         # run from its last checkpoint.
         shutil.rmtree(workspace.test_prediction_dir(spec), ignore_errors=True)
+        seconds_before = 0.0
         if _resumable(spec, workspace, started_file):
+            seconds_before = _seconds_of_earlier_attempts(spec, workspace, started_file)
             tqdm.write(f"{label}: resuming from its last checkpoint (log: {log_path})")
         else:
             shutil.rmtree(workspace.fold_dir(spec.trainer, spec.fold), ignore_errors=True)
-            started_file.write_text(json.dumps({"spec": spec.as_json()}))
             tqdm.write(f"{label}: training on {spec.n} cases (log: {log_path})")
         started = time.time()
+        started_file.write_text(json.dumps({"spec": spec.as_json(), "started_at": started,
+                                            "seconds_before": seconds_before}))
         try:
             return_code = train_fn(spec, workspace, log_path)
             if return_code != 0:
@@ -605,7 +622,7 @@ def run_all(
             continue
         finally:
             discard_non_results(spec, workspace)
-        seconds = time.time() - started
+        seconds = seconds_before + time.time() - started
         done_file.write_text(json.dumps({"spec": spec.as_json(), "seconds": seconds, "rows": rows}, indent=1))
         outcomes.append(RunOutcome(spec, "done", rows, log_path, seconds=seconds))
         if on_finished is not None:
