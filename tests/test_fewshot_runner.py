@@ -164,6 +164,27 @@ def test_failed_run_does_not_stop_others_and_rerun_skips_finished(dataset: Path,
     assert calls == ["Good N=2 seed=0"]
 
 
+def test_an_unreadable_done_record_retrains_the_run_instead_of_stopping_the_study(dataset: Path,
+                                                                                 tmp_path: Path) -> None:
+    workspace = _prepared(dataset, tmp_path / "out")
+    specs = [_spec("A", 2), _spec("A", 4)]
+    calls: list[str] = []
+
+    def fake_train(spec: RunSpec, ws: Workspace, log_path: Path) -> int:
+        calls.append(spec.name)
+        return 0
+
+    run_all(specs, workspace, fake_train, _fake_evaluate)
+    done_file = workspace.run_dir(specs[0]) / "done.json"
+    done_file.write_text(done_file.read_text()[:40])  # cut mid-write, e.g. by a full disk
+
+    calls.clear()
+    outcomes = run_all(specs, workspace, fake_train, _fake_evaluate)
+    assert calls == ["A N=2 seed=0"]
+    assert [o.status for o in outcomes] == ["done", "skipped"]
+    assert json.loads(done_file.read_text())["spec"] == specs[0].as_json()
+
+
 def test_a_study_run_in_steps_reports_every_finished_run_of_its_protocol(dataset: Path, tmp_path: Path) -> None:
     workspace = _prepared(dataset, tmp_path / "out")
     first_step = [_spec("A", 2), _spec("B", 2)]

@@ -18,6 +18,7 @@ from nnsam.fewshot.report import terminal_tables, write_overlay, write_report
 from nnsam.fewshot.runner import (
     PLANS_PRESETS,
     Model,
+    RunOutcome,
     RunSpec,
     SetupError,
     TrainingBudget,
@@ -153,6 +154,24 @@ def budget_line(budget: TrainingBudget) -> str:
             f"val iterations (on training cases) {describe(budget.val_iters)}, batch size "
             f"{describe(budget.batch_size)}, test-time mirroring {'off' if budget.disable_tta else 'on'}, "
             f"device {budget.device}")
+
+
+def report_header(dataset_line: str, outcomes: list[RunOutcome]) -> list[str]:
+    """The summary's opening lines for runs of one protocol (one test set and budget): dataset, test set,
+    protocol, seeds and budget."""
+    test_cases, budget = outcomes[0].spec.test_cases, outcomes[0].spec.budget
+    return [
+        f"- Dataset: {dataset_line}",
+        f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
+        *PROTOCOL_LINES,
+        f"- Seeds: {' '.join(str(s) for s in sorted({o.spec.seed for o in outcomes}))}",
+        budget_line(budget),
+    ]
+
+
+def wall_seconds(outcomes: list[RunOutcome]) -> dict[tuple[str, int, int], float | None]:
+    """Each run's recorded wall time, keyed as the report's tables key runs: (trainer, N, seed)."""
+    return {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in outcomes}
 
 
 def _check_positive(flag: str, values: list[int | None]) -> None:
@@ -335,22 +354,13 @@ def run(args: argparse.Namespace) -> int:
     reported = outcomes + earlier
     trainers = list(dict.fromkeys([*plan.trainers, *(o.spec.trainer for o in earlier)]))
     ns = sorted({*plan.ns, *(o.spec.n for o in earlier)})
-    seeds = sorted({o.spec.seed for o in reported})
     rows = [row for outcome in reported for row in outcome.rows]
     failed = [f"{o.spec.name} (log: {o.log_path})" for o in outcomes if o.status == "failed"]
     finished = {(o.spec.trainer, o.spec.n, o.spec.seed) for o in outcomes if o.status != "failed"}
-
-    header = [
-        f"- Dataset: {workspace.dataset_name} ({workspace.source_dir})"
-        + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""),
-        f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
-        *PROTOCOL_LINES,
-        f"- Seeds: {' '.join(str(s) for s in seeds)}",
-        budget_line(budget),
-    ]
+    header = report_header(f"{workspace.dataset_name} ({workspace.source_dir})"
+                           + (" — **SYNTHETIC data, generated for the demo**" if plan.synthetic else ""), reported)
     out = workspace.out_dir
-    wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
-    results_csv, summary, plot, paired = write_report(rows, out, trainers, ns, header, failed, wall_seconds)
+    results_csv, summary, plot, paired = write_report(rows, out, trainers, ns, header, failed, wall_seconds(reported))
     if rows:
         overlays = _write_overlays(plan, test_cases, finished)
         print("\n" + terminal_tables(rows, trainers, ns))

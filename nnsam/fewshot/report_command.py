@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from nnsam.fewshot.command import PROTOCOL_LINES, budget_line, check_writable
+from nnsam.fewshot.command import budget_line, check_writable, report_header, wall_seconds
 from nnsam.fewshot.records import RUNS_FOLDER
 from nnsam.fewshot.report import terminal_tables, write_report
 from nnsam.fewshot.runner import SPLIT_RECORD, RunOutcome, SetupError, finished_runs
@@ -77,18 +77,12 @@ def run(args: argparse.Namespace) -> int:
     reported = [o for o in outcomes if o.spec.trainer in trainers]
     rows = [row for outcome in reported for row in outcome.rows]
     ns = sorted({o.spec.n for o in reported})
-    test_cases = reported[0].spec.test_cases
     header = [
-        f"- Dataset: {record.get('dataset', '?')} ({record.get('source', '?')})",
-        f"- Test set ({len(test_cases)} cases, fixed for all runs): {', '.join(test_cases)}",
-        *PROTOCOL_LINES,
-        f"- Seeds: {' '.join(str(s) for s in sorted({o.spec.seed for o in reported}))}",
-        budget_line(reported[0].spec.budget),
+        *report_header(f"{record.get('dataset', '?')} ({record.get('source', '?')})", reported),
         f"- Rebuilt by `nnsam fewshot-report` from the records of {len(reported)} finished run(s) in {study_dir}.",
     ]
     args.out.mkdir(parents=True, exist_ok=True)
-    wall_seconds = {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in reported}
-    results_csv, summary, plot, paired = write_report(rows, args.out, trainers, ns, header, [], wall_seconds)
+    results_csv, summary, plot, paired = write_report(rows, args.out, trainers, ns, header, [], wall_seconds(reported))
     print(terminal_tables(rows, trainers, ns))
     print(f"\nTable:    {summary}\nPlot:     {plot}" + (f"\nPaired:   {paired}" if paired else "")
           + f"\nPer case: {results_csv}")

@@ -574,7 +574,8 @@ def run_all(
     """Run every spec not finished before, one after the other; a failure is recorded and the loop goes on.
 
     A run counts as finished when its ``done.json`` holds exactly this spec (same cases, fold and budget); a
-    changed budget or split therefore retrains it. After each run, what is no result is deleted
+    changed budget or split, or a ``done.json`` that cannot be read (truncated, another version's), therefore
+    retrains it. After each run, what is no result is deleted
     (``discard_non_results``), and ``on_finished`` gets each newly finished run's outcome (e.g. to keep its record
     elsewhere before the next run starts).
     """
@@ -587,12 +588,13 @@ def run_all(
         label = f"[{i}/{len(specs)}] {spec.name}"
         progress.set_postfix_str(spec.name)
         if done_file.is_file():
-            done = json.loads(done_file.read_text())
-            if done["spec"] == spec.as_json():
-                outcomes.append(RunOutcome(spec, "skipped", done["rows"], log_path, seconds=done.get("seconds")))
-                tqdm.write(f"{label}: finished earlier, skipped (mean Dice {_mean_dice(done['rows']):.3f})")
+            earlier = read_done_record(done_file)
+            if earlier is not None and earlier.spec.as_json() == spec.as_json():
+                outcomes.append(RunOutcome(spec, "skipped", earlier.rows, log_path, seconds=earlier.seconds))
+                tqdm.write(f"{label}: finished earlier, skipped (mean Dice {_mean_dice(earlier.rows):.3f})")
                 continue
-            tqdm.write(f"{label}: settings changed since the last run, retraining")
+            tqdm.write(f"{label}: " + ("settings changed since the last run" if earlier is not None
+                                       else f"{done_file} is unreadable") + ", retraining")
         run_dir.mkdir(parents=True, exist_ok=True)
         done_file.unlink(missing_ok=True)
         failed_file.unlink(missing_ok=True)
