@@ -81,3 +81,19 @@ def test_mixed_protocols_unknown_trainers_and_foreign_folders_are_refused(record
     error = capsys.readouterr().err
     assert "do not share one test set and budget" in error and "nnUNetTrainer N=8 seed=0" in error
     assert not out.exists()  # nothing written for a refused report
+
+
+COMMITTED_RECORDS = Path(__file__).resolve().parents[1] / "docs" / "fewshot_records"
+
+
+@pytest.mark.parametrize("study", sorted(p.name for p in COMMITTED_RECORDS.iterdir() if p.is_dir()))
+def test_every_committed_study_still_redraws(study: str, tmp_path: Path) -> None:
+    """docs/ cite `nnsam fewshot-report docs/fewshot_records/STUDY` for each study: a change of the record format
+    must keep the committed records readable, every run of them in the report."""
+    folder = COMMITTED_RECORDS / study
+    assert main(["fewshot-report", str(folder), "--out", str(tmp_path / "report")]) == 0
+    recorded = {tuple(json.loads(done.read_text())["spec"][key] for key in ("trainer", "n", "seed"))
+                for done in folder.glob("runs/*/*/done.json")}
+    results = pd.read_csv(tmp_path / "report" / "results.csv")
+    assert set(results[["trainer", "n", "seed"]].itertuples(index=False, name=None)) == recorded
+    assert (tmp_path / "report" / "fewshot.png").is_file()
