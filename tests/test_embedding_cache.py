@@ -13,7 +13,8 @@ from batchgeneratorsv2.transforms.spatial.mirroring import MirrorTransform
 from batchgeneratorsv2.transforms.spatial.spatial import SpatialTransform
 from torch import nn
 
-from nnsam.cache.frames import cells_at_stride, frame_grid_coordinates, pad_to_frame, sample_at_cells, slice_frame
+from nnsam.cache.frames import (cells_at_stride, frame_grid_coordinates, pad_to_frame, sample_at_cells, slice_frame,
+                                window_covers_slice)
 from nnsam.cache.store import CacheKey, EmbeddingCache, sha256_of_array
 from nnsam.networks.image_encoder import FrozenImageEncoder
 
@@ -226,3 +227,24 @@ def test_mirrored_views_make_a_mirrored_patch_exact(tmp_path, dataset):
         warped = sample_at_cells(views[:1], mirrored["regression_target"], (4, 4))
         torch.testing.assert_close(exact, online, atol=5e-3, rtol=5e-3)
         assert (warped - online).abs().max() > 0.05
+
+
+def test_cases_with_slices_larger_than_the_patch_are_named_in_a_note(tmp_path, dataset):
+    from nnsam.trainers.embedding_cache import oversized_slices_note
+
+    dataset.cases["a_little_wider"] = np.zeros((1, 2, 24, 34), dtype=np.float32)  # 32 px cover 94 % of 34
+    dataset.identifiers = sorted(dataset.cases)
+    cache, _ = _build(tmp_path, dataset)
+    assert oversized_slices_note(cache, dataset.identifiers) is None  # every slice (nearly) fits the 32x32 patch
+    dataset.cases["wide"] = np.zeros((1, 2, 24, 40), dtype=np.float32)
+    dataset.cases["tall"] = np.zeros((1, 2, 48, 20), dtype=np.float32)
+    dataset.identifiers = sorted(dataset.cases)
+    cache, _ = _build(tmp_path, dataset)
+    note = oversized_slices_note(cache, dataset.identifiers)
+    assert "2 of 6 cases" in note and "32x32 patch" in note and "largest 48x20" in note and "_Online" in note
+
+
+def test_a_window_covers_a_slice_it_spans_to_the_tolerance():
+    assert window_covers_slice((100, 100), (100, 100)) and window_covers_slice((20, 30), (32, 32))
+    assert window_covers_slice((1, 110, 90), (100, 90))  # leading axes (channels, depth) are not in-plane
+    assert not window_covers_slice((112, 90), (100, 90)) and not window_covers_slice((90, 200), (100, 90))

@@ -22,6 +22,13 @@ def slice_frame(slice_shape: Sequence[int], patch_size: Sequence[int]) -> tuple[
     return frame, before
 
 
+def window_covers_slice(slice_shape: Sequence[int], patch_size: Sequence[int], min_fraction: float = 0.9) -> bool:
+    """Whether one window of ``patch_size`` covers at least ``min_fraction`` of the slice along every in-plane axis.
+    Where it does not, the predictor encodes parts of the slice one window at a time, while the cache holds the whole
+    slice's embedding, of which training takes each patch's part: the two embeddings differ."""
+    return all(int(p) >= min_fraction * int(s) for s, p in zip(slice_shape[-len(patch_size):], patch_size))
+
+
 def pad_to_frame(slices: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
     """(N, C, H, W) slices padded with zeros into their frame (see ``slice_frame``)."""
     frame, before = slice_frame(slices.shape[2:], patch_size)

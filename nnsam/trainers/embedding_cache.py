@@ -9,7 +9,8 @@ Clips of the ``2d_temporal`` configuration take theirs frame by frame (each fram
 
 What the encoder sees is the whole slice (padded to the patch size, as nnU-Net's predictor pads it), not the patch.
 Prediction is nnU-Net's predictor, unchanged: it encodes every sliding window, which for a slice that fits into one
-window is exactly what the cache holds. Rotated, scaled and mirrored samples get the warped slice embedding, which
+window is exactly what the cache holds; where slices are larger than the patch the training log says so
+(``oversized_slices_note``). Rotated, scaled and mirrored samples get the warped slice embedding, which
 is close to, not equal to, the embedding of the warped slice; docs/results.md has the measured similarity and the
 Dice of cached against online training (equal within the seed-to-seed spread), on which the cache became the default.
 """
@@ -24,7 +25,27 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
 
 from nnsam.cache.data_loader import CachedEmbeddingDataLoader
+from nnsam.cache.frames import window_covers_slice
 from nnsam.cache.store import CACHE_FOLDER, CacheKey, EmbeddingCache
+
+
+def oversized_slices_note(cache: EmbeddingCache, identifiers: list[str]) -> str | None:
+    """A note naming the cases whose slices one patch does not cover (``window_covers_slice``), ``None`` when
+    every slice is covered: for those cases what training takes from the cache (a part of the whole slice's
+    embedding) and what the predictor encodes (each window on its own) are not the same embedding."""
+    patch = cache.key.patch_size
+    shapes = {i: tuple(record["slice_shape"]) for i in identifiers
+              if (record := cache.read_record(i)) is not None}
+    oversized = {i: shape for i, shape in shapes.items() if not window_covers_slice(shape, patch)}
+    if not oversized:
+        return None
+    largest = max(oversized.values(), key=lambda shape: shape[-2] * shape[-1])
+    return (f"nnSAM embedding cache: {len(oversized)} of {len(shapes)} cases have slices that the "
+            f"{patch[0]}x{patch[1]} patch covers less than 90 % of along a side (largest "
+            f"{largest[-2]}x{largest[-1]}). Training takes their patches' embeddings from the whole slice's, while "
+            "nnUNetv2_predict encodes each sliding window on its own, so the decoder sees somewhat different "
+            "embeddings at prediction (docs/results.md, 'Embedding cache'). Where most slices are much larger than "
+            "the patch, compare with the _Online trainer, which encodes patches in training as the predictor does.")
 
 
 class EmbeddingCacheMixin:
@@ -60,6 +81,9 @@ class EmbeddingCacheMixin:
             self.print_to_log_file(
                 f"nnSAM embedding cache {cache.folder}: {counts['reused']} cases reused, {counts['built']} built "
                 f"({counts['slices_encoded']} slices encoded), {cache.size_bytes(identifiers) / 2**20:.0f} MiB.")
+            note = oversized_slices_note(cache, identifiers)
+            if note:
+                self.print_to_log_file(note)
         if self.is_ddp:
             dist.barrier()
         return cache
