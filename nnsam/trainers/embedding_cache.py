@@ -25,7 +25,7 @@ from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
 import nnunetv2.training.nnUNetTrainer.nnUNetTrainer as nnunet_trainer_module
 
 from nnsam.cache.data_loader import CachedEmbeddingDataLoader
-from nnsam.cache.frames import window_covers_slice
+from nnsam.cache.frames import MIN_WINDOW_COVERAGE, window_covers_slice
 from nnsam.cache.store import CACHE_FOLDER, CacheKey, EmbeddingCache
 
 
@@ -41,7 +41,7 @@ def oversized_slices_note(cache: EmbeddingCache, identifiers: list[str]) -> str 
         return None
     largest = max(oversized.values(), key=lambda shape: shape[-2] * shape[-1])
     return (f"nnSAM embedding cache: {len(oversized)} of {len(shapes)} cases have slices that the "
-            f"{patch[0]}x{patch[1]} patch covers less than 90 % of along a side (largest "
+            f"{patch[0]}x{patch[1]} patch covers less than {MIN_WINDOW_COVERAGE:.0%} of along a side (largest "
             f"{largest[-2]}x{largest[-1]}). Training takes their patches' embeddings from the whole slice's, while "
             "nnUNetv2_predict encodes each sliding window on its own, so the decoder sees somewhat different "
             "embeddings at prediction (docs/results.md, 'Embedding cache'). Where most slices are much larger than "
