@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nnsam.data.synthetic import SYNTHETIC_DATASET_NAME, make_synthetic_dataset
-from nnsam.fewshot.report import terminal_tables, write_overlay, write_report
+from nnsam.fewshot.report import RunKey, terminal_tables, write_overlay, write_report
 from nnsam.fewshot.runner import (
     PLANS_PRESETS,
     Model,
@@ -169,7 +169,7 @@ def report_header(dataset_line: str, outcomes: list[RunOutcome]) -> list[str]:
     ]
 
 
-def wall_seconds(outcomes: list[RunOutcome]) -> dict[tuple[str, int, int], float | None]:
+def wall_seconds(outcomes: list[RunOutcome]) -> dict[RunKey, float | None]:
     """Each run's recorded wall time, keyed as the report's tables key runs: (trainer, N, seed)."""
     return {(o.spec.trainer, o.spec.n, o.spec.seed): o.seconds for o in outcomes}
 
